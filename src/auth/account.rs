@@ -1,0 +1,268 @@
+//! Registration, login and logout: the flows behind `/auth/*`.
+//!
+//! Each flow writes its audit row in the same transaction as its effect. Failed
+//! logins commit their audit row and then answer the error.
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    extractor::Authenticated,
+    password::check_policy,
+    session::{self, SessionCookie},
+    user::{self, CreateUserError, NewUser, UserView},
+};
+use crate::{
+    audit::{self, Action, Entry, Outcome, Source},
+    config::Registration,
+    db::{
+        TenantTx,
+        seed::{DEFAULT_CLEARANCE, DEFAULT_DEPARTMENT, DEFAULT_ROLE, DEFAULT_TENANT},
+    },
+    http::{AppState, error::AppError},
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterInput {
+    pub username: String,
+    pub email: String,
+    pub password: SecretString,
+    #[serde(default)]
+    pub requested_role: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginInput {
+    /// A username or an email address.
+    pub username: String,
+    pub password: SecretString,
+    /// The organisation's slug; `default` when absent.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// The longest login name looked up; longer input cannot be an account.
+const MAX_LOGIN_LEN: usize = 254;
+
+pub fn validate_username(username: &str) -> Result<(), AppError> {
+    let ok = (3..=64).contains(&username.len())
+        && username.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::invalid(
+            "username",
+            "must be 3 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ))
+    }
+}
+
+pub fn validate_email(email: &str) -> Result<(), AppError> {
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if ok { Ok(()) } else { Err(AppError::invalid("email", "must be an email address such as name@example.org")) }
+}
+
+/// Creates an account in the default tenant, as `FORTIFILE_REGISTRATION` allows.
+pub async fn register(state: &AppState, source: &Source, input: RegisterInput) -> Result<UserView, AppError> {
+    let tenant = default_tenant(state).await?;
+    let username = input.username.trim();
+    let email = input.email.trim();
+
+    if state.config.registration == Registration::Closed {
+        let mut tx = state.db.tenant_tx(tenant, None).await?;
+        let entry = Entry::new(Action::AuthRegister, Outcome::Fail)
+            .details(json!({ "reason": "registration_closed", "username": clip(username) }));
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        return Err(AppError::forbidden("Registration is closed"));
+    }
+
+    validate_username(username)?;
+    validate_email(email)?;
+    check_policy(&input.password, username, email).map_err(|v| AppError::invalid("password", v.0))?;
+    let requested_role = match input.requested_role.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(r) if r.chars().count() <= 64 => Some(r),
+        Some(_) => return Err(AppError::invalid("requestedRole", "must be at most 64 characters")),
+    };
+    let hash = state.passwords.hash(&input.password).await?;
+    let status = match state.config.registration {
+        Registration::Approval => "pending",
+        _ => "active",
+    };
+
+    let mut tx = state.db.tenant_tx(tenant, None).await?;
+    let new = NewUser {
+        username,
+        email,
+        password_hash: &hash,
+        status,
+        requested_role,
+        role: DEFAULT_ROLE,
+        department: DEFAULT_DEPARTMENT,
+        clearance_level: DEFAULT_CLEARANCE,
+    };
+    let id = match user::create(&mut tx, &new).await {
+        Ok(id) => id,
+        Err(CreateUserError::Duplicate) => {
+            drop(tx);
+            let mut tx = state.db.tenant_tx(tenant, None).await?;
+            let entry = Entry::new(Action::AuthRegister, Outcome::Fail)
+                .details(json!({ "reason": "duplicate", "username": clip(username) }));
+            audit::record(&mut tx, source, entry).await?;
+            tx.commit().await?;
+            return Err(AppError::Conflict("That username or email is already taken".into()));
+        }
+        Err(CreateUserError::MissingReference(kind, name)) => {
+            return Err(anyhow::anyhow!("tenant is missing its default {kind} {name:?}; run `fortifile seed`").into());
+        }
+        Err(CreateUserError::Db(e)) => return Err(e.into()),
+    };
+    let entry = Entry::new(Action::AuthRegister, Outcome::Success)
+        .user(id)
+        .target("user", id)
+        .details(json!({ "status": status, "requestedRole": requested_role }));
+    audit::record(&mut tx, source, entry).await?;
+    let view = user::load_view(&mut tx, id, state.clock.now()).await?;
+    tx.commit().await?;
+    view.ok_or_else(|| anyhow::anyhow!("the new user vanished").into())
+}
+
+/// Checks credentials and opens a fresh session (replacing `previous`, if any).
+pub async fn login(
+    state: &AppState,
+    source: &Source,
+    input: LoginInput,
+    previous: Option<SessionCookie>,
+) -> Result<(UserView, SessionCookie), AppError> {
+    let login = input.username.trim();
+    let slug = input.tenant.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_TENANT);
+    let tenant = if slug.len() <= 63 { state.db.tenant_by_slug(slug).await? } else { None };
+    let Some(tenant) = tenant else {
+        // No tenant to record in; spend the same work as a wrong password.
+        state.passwords.verify(&input.password, None).await?;
+        tracing::info!("login for an unknown tenant refused");
+        return Err(AppError::InvalidCredentials);
+    };
+
+    let account = if login.is_empty() || login.len() > MAX_LOGIN_LEN {
+        None
+    } else {
+        let mut tx = state.db.tenant_tx(tenant.id, None).await?;
+        user::find_credentials(&mut tx, login).await?
+    };
+    let verified = state.passwords.verify(&input.password, account.as_ref().map(|a| a.password_hash.as_str())).await?;
+
+    let now = state.clock.now();
+    let account = match account {
+        None => return refuse_login(state, tenant.id, source, login, Refusal::UnknownUser).await,
+        Some(a) if !verified => return refuse_login(state, tenant.id, source, login, Refusal::BadPassword(a.id)).await,
+        Some(a) if a.status != "active" => {
+            return refuse_login(state, tenant.id, source, login, Refusal::NotActive(a.id, &a.status)).await;
+        }
+        Some(a) => a,
+    };
+
+    let mut tx = state.db.tenant_tx(tenant.id, Some(account.id)).await?;
+    if let Some(previous) = previous.filter(|p| p.tenant == tenant.id) {
+        session::delete_by_cookie(&mut tx, &previous).await?;
+    }
+    let cookie = session::create(&mut tx, account.id, now, state.config.session_absolute_timeout, source).await?;
+    user::record_login(&mut tx, account.id, now).await?;
+    let entry = Entry::new(Action::AuthLogin, Outcome::Success).target("user", account.id);
+    audit::record(&mut tx, source, entry).await?;
+    let view = user::load_view(&mut tx, account.id, now).await?;
+    tx.commit().await?;
+    let view = view.ok_or_else(|| anyhow::anyhow!("the user vanished during login"))?;
+    Ok((view, cookie))
+}
+
+enum Refusal<'a> {
+    UnknownUser,
+    BadPassword(Uuid),
+    /// The password was right but the account may not sign in.
+    NotActive(Uuid, &'a str),
+}
+
+/// Records a failed login and answers it. The answer for an unknown user and for a
+/// wrong password is the same; the audit row (for administrators) says which.
+async fn refuse_login<T>(
+    state: &AppState,
+    tenant: Uuid,
+    source: &Source,
+    login: &str,
+    refusal: Refusal<'_>,
+) -> Result<T, AppError> {
+    let fail = |reason: String| {
+        Entry::new(Action::AuthLogin, Outcome::Fail).details(json!({ "reason": reason, "username": clip(login) }))
+    };
+    let (entry, error) = match refusal {
+        Refusal::UnknownUser => (fail("unknown_user".into()), AppError::InvalidCredentials),
+        Refusal::BadPassword(id) => {
+            (fail("bad_password".into()).user(id).target("user", id), AppError::InvalidCredentials)
+        }
+        Refusal::NotActive(id, status) => {
+            let message = match status {
+                "pending" => "This account is waiting for an administrator's approval",
+                "suspended" => "This account is suspended",
+                _ => "This account is inactive",
+            };
+            (fail(format!("account_{status}")).user(id).target("user", id), AppError::forbidden(message))
+        }
+    };
+    let mut tx = state.db.tenant_tx(tenant, None).await?;
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Err(error)
+}
+
+/// Ends the caller's session.
+pub async fn logout(state: &AppState, source: &Source, who: &Authenticated) -> Result<(), AppError> {
+    let mut tx: TenantTx = state.db.tenant_tx(who.tenant_id, Some(who.user_id)).await?;
+    session::delete(&mut tx, who.session_id).await?;
+    let entry = Entry::new(Action::AuthLogout, Outcome::Success).target("user", who.user_id);
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn default_tenant(state: &AppState) -> Result<Uuid, AppError> {
+    match state.db.tenant_by_slug(DEFAULT_TENANT).await? {
+        Some(t) => Ok(t.id),
+        None => Err(anyhow::anyhow!("the default tenant does not exist; run `fortifile seed`").into()),
+    }
+}
+
+/// What an audit row keeps of a typed login name: at most 128 characters.
+fn clip(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
+/// Deletes expired sessions in every tenant, each with its `auth.session_expired`
+/// row. Run periodically by `serve`; requests also expire sessions they find.
+pub async fn sweep_expired_sessions(state: &AppState) -> Result<usize, AppError> {
+    let now = state.clock.now();
+    let mut swept = 0;
+    for tenant in state.db.tenant_ids().await? {
+        let mut tx = state.db.tenant_tx(tenant, None).await?;
+        for (session_id, user_id, by) in session::expired(&mut tx, now, state.config.session_idle_timeout).await? {
+            session::delete(&mut tx, session_id).await?;
+            let entry = Entry::new(Action::AuthSessionExpired, Outcome::Success)
+                .user(user_id)
+                .target("session", session_id)
+                .details(json!({ "reason": by.as_str(), "via": "sweep" }));
+            audit::record(&mut tx, &Source::default(), entry).await?;
+            swept += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(swept)
+}

@@ -1,0 +1,10 @@
+//! Authentication: passwords, sessions, and the register/login/logout flows.
+
+pub mod account;
+pub mod extractor;
+pub mod handlers;
+pub mod password;
+pub mod session;
+pub mod user;
+
+pub use extractor::Authenticated;

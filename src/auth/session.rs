@@ -1,0 +1,239 @@
+//! Server-side sessions.
+//!
+//! The cookie holds `<tenant id>.<token>`; the token is 256 random bits and the
+//! database keeps only its SHA-256. The session's CSRF token is derived from the
+//! session token (a second, domain-separated SHA-256), so it needs no storage and
+//! reveals nothing about the cookie.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use ring::{digest, rand::SecureRandom};
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{audit::Source, config::Config, db::TenantTx};
+
+const TOKEN_BYTES: usize = 32;
+
+/// A session's cookie value: the tenant it belongs to and its secret token.
+#[derive(Clone)]
+pub struct SessionCookie {
+    pub tenant: Uuid,
+    token: SecretString,
+}
+
+impl std::fmt::Debug for SessionCookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCookie").field("tenant", &self.tenant).field("token", &"[redacted]").finish()
+    }
+}
+
+impl SessionCookie {
+    fn generate(tenant: Uuid) -> anyhow::Result<Self> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        Ok(SessionCookie { tenant, token: SecretString::from(hex::encode(bytes)) })
+    }
+
+    /// Parses a cookie value; anything malformed is simply no session.
+    pub fn parse(value: &str) -> Option<Self> {
+        let (tenant, token) = value.split_once('.')?;
+        let tenant = Uuid::try_parse(tenant).ok()?;
+        let valid = token.len() == TOKEN_BYTES * 2 && token.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then(|| SessionCookie { tenant, token: SecretString::from(token.to_ascii_lowercase()) })
+    }
+
+    fn value(&self) -> String {
+        format!("{}.{}", self.tenant.simple(), self.token.expose_secret())
+    }
+
+    /// What the database stores and looks sessions up by.
+    pub fn token_hash(&self) -> Vec<u8> {
+        digest::digest(&digest::SHA256, self.token.expose_secret().as_bytes()).as_ref().to_vec()
+    }
+
+    /// The anti-CSRF token for this session.
+    pub fn csrf_token(&self) -> String {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(b"fortifile.csrf.v1\0");
+        ctx.update(self.token.expose_secret().as_bytes());
+        hex::encode(ctx.finish().as_ref())
+    }
+
+    /// Constant-time comparison of a presented CSRF token with this session's.
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        let expected = self.csrf_token();
+        let (a, b) = (expected.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+pub fn cookie_name(config: &Config) -> &'static str {
+    if config.secure_cookies() { "__Host-fortifile_session" } else { "fortifile_session" }
+}
+
+/// The session cookie sent with a request, if any.
+pub fn from_headers(config: &Config, headers: &HeaderMap) -> Option<SessionCookie> {
+    let name = cookie_name(config);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| SessionCookie::parse(v))
+}
+
+pub fn set_cookie(config: &Config, cookie: &SessionCookie) -> HeaderValue {
+    let secure = if config.secure_cookies() { "; Secure" } else { "" };
+    let value = format!(
+        "{}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
+        cookie_name(config),
+        cookie.value(),
+        config.session_absolute_timeout.as_secs()
+    );
+    // Built from hex, a UUID and fixed text: always a valid header value.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub fn clear_cookie(config: &Config) -> HeaderValue {
+    let secure = if config.secure_cookies() { "; Secure" } else { "" };
+    let value = format!("{}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{secure}", cookie_name(config));
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Creates a session for `user_id` and returns its cookie.
+pub async fn create(
+    tx: &mut TenantTx,
+    user_id: Uuid,
+    now: OffsetDateTime,
+    absolute: Duration,
+    source: &Source,
+) -> anyhow::Result<SessionCookie> {
+    let cookie = SessionCookie::generate(tx.tenant_id())?;
+    sqlx::query(
+        "INSERT INTO sessions (tenant_id, user_id, token_hash, created_at, last_seen_at, expires_at, ip, user_agent) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+    )
+    .bind(tx.tenant_id())
+    .bind(user_id)
+    .bind(cookie.token_hash())
+    .bind(now)
+    .bind(now + absolute)
+    .bind(source.ip.map(ipnet::IpNet::from))
+    .bind(source.user_agent.as_deref())
+    .execute(tx.conn())
+    .await?;
+    Ok(cookie)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredBy {
+    Idle,
+    Absolute,
+}
+
+impl ExpiredBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiredBy::Idle => "idle_timeout",
+            ExpiredBy::Absolute => "absolute_timeout",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Lookup {
+    Active { session_id: Uuid, user_id: Uuid },
+    Expired { session_id: Uuid, user_id: Uuid, by: ExpiredBy },
+    Missing,
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: Uuid,
+    user_id: Uuid,
+    last_seen_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    status: String,
+}
+
+/// Finds the session for `cookie` and judges it at `now`. An active session's idle
+/// timer is extended (written at most once per `idle / 20`, at least every minute).
+pub async fn lookup(
+    tx: &mut TenantTx,
+    cookie: &SessionCookie,
+    now: OffsetDateTime,
+    idle: Duration,
+) -> Result<Lookup, sqlx::Error> {
+    let row: Option<SessionRow> = sqlx::query_as(
+        "SELECT s.id, s.user_id, s.last_seen_at, s.expires_at, u.status \
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
+    )
+    .bind(cookie.token_hash())
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some(row) = row else { return Ok(Lookup::Missing) };
+
+    if row.status != "active" {
+        delete(tx, row.id).await?;
+        return Ok(Lookup::Missing);
+    }
+    let expired_by = if now >= row.expires_at {
+        Some(ExpiredBy::Absolute)
+    } else if now - row.last_seen_at > idle {
+        Some(ExpiredBy::Idle)
+    } else {
+        None
+    };
+    if let Some(by) = expired_by {
+        delete(tx, row.id).await?;
+        return Ok(Lookup::Expired { session_id: row.id, user_id: row.user_id, by });
+    }
+    let refresh_every = (idle / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    if now - row.last_seen_at >= refresh_every {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
+            .bind(row.id)
+            .bind(now)
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(Lookup::Active { session_id: row.id, user_id: row.user_id })
+}
+
+pub async fn delete(tx: &mut TenantTx, session_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE id = $1").bind(session_id).execute(tx.conn()).await.map(|_| ())
+}
+
+/// Deletes the session `cookie` names, if it exists (login replaces it).
+pub async fn delete_by_cookie(tx: &mut TenantTx, cookie: &SessionCookie) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        .bind(cookie.token_hash())
+        .execute(tx.conn())
+        .await
+        .map(|_| ())
+}
+
+/// Sessions past their absolute expiry or idle since before `idle_cutoff`.
+pub async fn expired(
+    tx: &mut TenantTx,
+    now: OffsetDateTime,
+    idle: Duration,
+) -> Result<Vec<(Uuid, Uuid, ExpiredBy)>, sqlx::Error> {
+    let rows: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
+        "SELECT id, user_id, expires_at <= $1 FROM sessions WHERE expires_at <= $1 OR last_seen_at < $2 LIMIT 1000",
+    )
+    .bind(now)
+    .bind(now - idle)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, user, absolute)| (id, user, if absolute { ExpiredBy::Absolute } else { ExpiredBy::Idle }))
+        .collect())
+}

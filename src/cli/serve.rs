@@ -1,0 +1,81 @@
+//! `fortifile serve`.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::{account, password::Passwords},
+    clock::SystemClock,
+    config::Config,
+    db::{DbTarget, seed, setup},
+    http::{self, AppState},
+};
+
+/// How often partitions are kept ahead and expired sessions swept.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(300);
+const AUDIT_MONTHS_AHEAD: i32 = 12;
+
+pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
+    let db = super::connect(target, 20).await?;
+    setup::verify_least_privilege(&db).await?;
+    let report = seed::seed_default(&target.owner, &db).await?;
+    tracing::info!(%report, "default data checked");
+
+    let state = AppState {
+        db: db.clone(),
+        config: Arc::new(config.clone()),
+        passwords: Passwords::new().await?,
+        clock: Arc::new(SystemClock),
+    };
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("FORTIFILE_BIND: cannot listen on {}", config.bind))?;
+    tracing::info!("FortiFile listening on http://{}", listener.local_addr()?);
+
+    let maintenance = tokio::spawn(maintain(state.clone()));
+    let served = http::serve(listener, state, shutdown_signal()).await;
+    maintenance.abort();
+    db.close().await;
+    served.context("serving HTTP")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn maintain(state: AppState) {
+    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.db.ensure_audit_partitions(AUDIT_MONTHS_AHEAD).await {
+            tracing::warn!(error = %e, "could not create audit partitions ahead");
+        }
+        match account::sweep_expired_sessions(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "expired sessions swept"),
+            Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,149 @@
+//! The database: where it is (embedded or given), the serving pool, and the one
+//! door to tenant data, [`TenantTx`].
+//!
+//! The serving pool is private to this module. Code outside reaches tenant rows
+//! only through [`Database::tenant_tx`], which pins the transaction to a tenant with
+//! a bound `set_config` so PostgreSQL's row-level security applies to every
+//! statement in it. The few global reads (tenant registry, health) are methods here.
+
+pub mod embedded;
+pub mod seed;
+pub mod setup;
+mod target;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{
+    PgConnection, PgPool, Postgres, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use uuid::Uuid;
+
+pub use target::DbTarget;
+
+/// The role the server runs its queries as (see migrations/0001).
+pub const APP_ROLE: &str = "fortifile_app";
+
+/// A tenant in the global registry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+}
+
+/// The serving role's pool.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: PgPool,
+}
+
+impl Database {
+    /// Connects as the serving role. Call [`setup::verify_least_privilege`] before
+    /// serving with it.
+    pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .context("connecting to PostgreSQL as the serving role (fortifile_app)")?;
+        Ok(Database { pool })
+    }
+
+    /// Opens a transaction in which only `tenant`'s rows exist, acting for `actor`
+    /// (the signed-in user, when there is one).
+    pub async fn tenant_tx(&self, tenant: Uuid, actor: Option<Uuid>) -> Result<TenantTx, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let actor_text = actor.map(|a| a.to_string()).unwrap_or_default();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)")
+            .bind(tenant.to_string())
+            .bind(actor_text)
+            .execute(&mut *tx)
+            .await?;
+        Ok(TenantTx { tx, tenant, actor })
+    }
+
+    /// A transaction with no tenant set: tenant tables show no rows in it. Only for
+    /// proving that (tests) and for statements on global tables.
+    pub async fn untenanted_tx(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
+        sqlx::query_as("SELECT id, slug, name FROM tenants WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn tenant_exists(&self, id: Uuid) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    pub async fn tenant_ids(&self) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar("SELECT id FROM tenants ORDER BY created_at").fetch_all(&self.pool).await
+    }
+
+    /// `/readyz`: can we run a statement?
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    /// Keeps the audit log's monthly partitions `months_ahead` months ahead.
+    pub async fn ensure_audit_partitions(&self, months_ahead: i32) -> Result<i32, sqlx::Error> {
+        sqlx::query_scalar("SELECT audit_ensure_partitions($1)")
+            .bind(months_ahead)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A transaction pinned to one tenant. Commit it, or dropping it rolls back.
+#[derive(Debug)]
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: Uuid,
+    actor: Option<Uuid>,
+}
+
+impl TenantTx {
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant
+    }
+
+    /// The user this transaction acts for, if any.
+    pub fn actor(&self) -> Option<Uuid> {
+        self.actor
+    }
+
+    /// The connection, for running statements inside the transaction.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+/// The name of the unique constraint or index a statement violated, if that is
+/// why it failed.
+pub fn unique_violation(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Some(db.constraint().unwrap_or("")),
+        _ => None,
+    }
+}

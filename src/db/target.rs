@@ -1,0 +1,69 @@
+//! Where the database is: the server given by `DATABASE_URL`, or the embedded
+//! cluster under the data directory.
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgConnectOptions;
+use url::Url;
+
+use super::{APP_ROLE, embedded::EmbeddedPostgres};
+use crate::config::Config;
+
+/// The database FortiFile's commands talk to.
+#[derive(Debug)]
+pub struct DbTarget {
+    /// The schema owner: migrations and the tenant registry.
+    pub owner: PgConnectOptions,
+    /// The serving role: everything else.
+    pub app: PgConnectOptions,
+    /// Set when we use (and may have started) the embedded cluster.
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+/// The database name inside the embedded cluster.
+pub const EMBEDDED_DATABASE: &str = "fortifile";
+
+impl DbTarget {
+    /// Resolves the target, starting the embedded cluster if `DATABASE_URL` is unset.
+    /// Blocking (it may run `initdb` and `pg_ctl`): call from `spawn_blocking` or
+    /// before the server's work starts.
+    pub fn resolve(config: &Config) -> anyhow::Result<Self> {
+        match &config.database_url {
+            Some(url) => {
+                let owner: PgConnectOptions =
+                    url.expose_secret().parse().context("DATABASE_URL: not a usable PostgreSQL URL")?;
+                let app = match &config.app_database_url {
+                    Some(app) => app
+                        .expose_secret()
+                        .parse()
+                        .context("FORTIFILE_APP_DATABASE_URL: not a usable PostgreSQL URL")?,
+                    None => app_url_from_owner(url.expose_secret())?,
+                };
+                Ok(DbTarget { owner, app, embedded: None })
+            }
+            None => {
+                let pg = EmbeddedPostgres::ensure(&config.data_dir)?;
+                let owner = pg.connect_options(EMBEDDED_DATABASE);
+                let app = owner.clone().username(APP_ROLE);
+                Ok(DbTarget { owner, app, embedded: Some(pg) })
+            }
+        }
+    }
+
+    /// Stops the embedded cluster if this process started it.
+    pub fn shutdown(&mut self) {
+        if let Some(pg) = self.embedded.take() {
+            pg.stop();
+        }
+    }
+}
+
+/// Same server and database as the owner, as the serving role with no password
+/// (works with trust or peer authentication; otherwise set FORTIFILE_APP_DATABASE_URL).
+fn app_url_from_owner(owner: &str) -> anyhow::Result<PgConnectOptions> {
+    let mut url = Url::parse(owner).context("DATABASE_URL: not a URL")?;
+    url.set_username(APP_ROLE)
+        .and_then(|_| url.set_password(None))
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL: cannot derive the serving role's URL"))?;
+    url.as_str().parse().context("DATABASE_URL: not a usable PostgreSQL URL")
+}

@@ -1,0 +1,95 @@
+//! The one error type of the HTTP layer.
+//!
+//! Capability code returns [`AppError`] (or something that converts into it); every
+//! variant maps to a status and a JSON body `{"error": "..."}`. Messages are written
+//! for the client: they never carry SQL, internal type names or secrets. An
+//! [`AppError::Internal`] is logged (inside the request's span, which carries the
+//! request id) and answered with a generic 500.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Authentication required")]
+    Unauthorized,
+    #[error("Invalid username or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Not found")]
+    NotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Request body too large")]
+    PayloadTooLarge,
+    #[error("Expected a JSON body (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// A field failed validation; the message names the field.
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("Service unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        AppError::Invalid { field, message: message.into() }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        AppError::Forbidden(message.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized | AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Database errors are internal unless a caller maps a known constraint first
+/// (see [`crate::db::unique_violation`]).
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            AppError::Internal(err) => {
+                // `{:#}` prints the cause chain; the span adds the request id.
+                tracing::error!(error = format!("{err:#}"), "request failed");
+                json!({ "error": "Internal server error" })
+            }
+            AppError::Invalid { field, .. } => json!({ "error": self.to_string(), "field": field }),
+            _ => json!({ "error": self.to_string() }),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

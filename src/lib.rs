@@ -1,0 +1,12 @@
+//! FortiFile: a secure document-sharing server.
+//!
+//! See ARCHITECTURE.md for the module map and the path of a request.
+
+pub mod audit;
+pub mod auth;
+pub mod authz;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod http;
