@@ -1,0 +1,260 @@
+//! Test harness: the real HTTP stack on a loopback port, against real PostgreSQL,
+//! with a fresh database per test.
+//!
+//! The cluster is `DATABASE_URL` (an admin connection that may create databases)
+//! when set, else the embedded cluster mechanism under the target directory. Each
+//! test binary migrates and seeds one template database once; each test clones it
+//! (`CREATE DATABASE ... TEMPLATE`), which takes milliseconds. Databases left by
+//! finished test processes are dropped at the next start.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
+
+use fortifile::{
+    auth::password::Passwords,
+    clock::ManualClock,
+    config::Config,
+    db::{Database, embedded::EmbeddedPostgres, seed, setup},
+    http::{self, AppState},
+};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "violet staple orbit lantern";
+
+struct Cluster {
+    /// Admin connection options (database left to the caller).
+    admin: PgConnectOptions,
+    /// A URL form of `admin`, for the binary's DATABASE_URL.
+    admin_url: String,
+    template: String,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        // Tests run on their own runtimes; set up on a thread with its own.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(init_cluster())
+        })
+        .join()
+        .expect("test cluster setup panicked")
+    })
+}
+
+async fn init_cluster() -> Cluster {
+    let (admin, admin_url) = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => (url.parse::<PgConnectOptions>().expect("DATABASE_URL"), url),
+        None => {
+            let dir = std::env::var("FORTIFILE_TEST_DATA_DIR")
+                .unwrap_or_else(|_| format!("{}/pg", env!("CARGO_TARGET_TMPDIR")));
+            let pg = EmbeddedPostgres::ensure(std::path::Path::new(&dir)).expect("embedded test cluster");
+            let url = format!("postgres://postgres@localhost/postgres?host={}&port=5432", pg.root().display());
+            // Left running for the other test binaries; .ci/run stops it.
+            let admin = pg.connect_options("postgres");
+            std::mem::forget(pg);
+            (admin, url)
+        }
+    };
+    let mut conn = PgConnection::connect_with(&admin.clone().database("postgres")).await.expect("admin connection");
+    drop_stale_databases(&mut conn).await;
+
+    let template = format!("ft_{}_template", std::process::id());
+    create_database(&mut conn, &template, None).await;
+    conn.close().await.ok();
+
+    let owner = admin.clone().database(&template);
+    setup::migrate(&owner).await.expect("migrate template");
+    let db = Database::connect(owner.clone().username("fortifile_app"), 2).await.expect("app connection");
+    seed::seed_default(&owner, &db).await.expect("seed template");
+    db.close().await;
+    Cluster { admin, admin_url, template }
+}
+
+/// Databases named `ft_<pid>_…` whose process is gone are leftovers.
+async fn drop_stale_databases(conn: &mut PgConnection) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'ft\\_%'")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    for name in names {
+        let pid = name.split('_').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            // Our own generated names; identifiers cannot be bound.
+            let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", generated_name(&name));
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await;
+        }
+    }
+}
+
+/// Database names are made here from a pid and a UUID; CREATE/DROP DATABASE take
+/// no bind parameters, so each name is checked to be exactly that before use.
+fn generated_name(name: &str) -> &str {
+    assert!(
+        name.starts_with("ft_") && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "not a generated test database name: {name:?}"
+    );
+    name
+}
+
+async fn create_database(conn: &mut PgConnection, name: &str, template: Option<&str>) {
+    let name = generated_name(name);
+    let sql = match template {
+        Some(t) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", generated_name(t)),
+        None => format!("CREATE DATABASE \"{name}\""),
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await.expect("create test database");
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub db: Database,
+    pub state: AppState,
+    pub clock: ManualClock,
+    pub owner: PgConnectOptions,
+    pub db_name: String,
+    pub default_tenant: Uuid,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server on a fresh database; `configure` adjusts the configuration.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+        let cluster = cluster();
+        let db_name = format!("ft_{}_{}", std::process::id(), Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect_with(&cluster.admin.clone().database("postgres")).await.unwrap();
+        create_database(&mut admin, &db_name, Some(&cluster.template)).await;
+        admin.close().await.ok();
+
+        let owner = cluster.admin.clone().database(&db_name);
+        let db = Database::connect(owner.clone().username("fortifile_app"), 5).await.unwrap();
+        setup::verify_least_privilege(&db).await.expect("least privilege");
+        let default_tenant = db.tenant_by_slug("default").await.unwrap().unwrap().id;
+
+        let mut config = Config::from_lookup(|_| None).unwrap();
+        configure(&mut config);
+        let clock = ManualClock::new(OffsetDateTime::now_utc());
+        let state = AppState {
+            db: db.clone(),
+            config: Arc::new(config),
+            passwords: Passwords::new().await.unwrap(),
+            clock: Arc::new(clock.clone()),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(http::serve(listener, state.clone(), std::future::pending()));
+        TestApp {
+            base: format!("http://{addr}"),
+            addr,
+            client: new_client(),
+            db,
+            state,
+            clock,
+            owner,
+            db_name,
+            default_tenant,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A URL for the `fortifile` binary's DATABASE_URL, naming this test's database.
+    pub fn owner_url(&self) -> String {
+        let url = &cluster().admin_url;
+        match url.split_once('?') {
+            Some((before, query)) => format!("{}/{}?{query}", before.rsplit_once('/').unwrap().0, self.db_name),
+            None => format!("{}/{}", url.rsplit_once('/').unwrap().0, self.db_name),
+        }
+    }
+
+    /// A connection as the owner (superuser on the embedded cluster: sees every tenant).
+    pub async fn owner_conn(&self) -> PgConnection {
+        PgConnection::connect_with(&self.owner).await.unwrap()
+    }
+
+    pub async fn register_with(&self, client: &Client, username: &str, password: &str) -> Response {
+        client
+            .post(self.url("/auth/register"))
+            .json(&json!({ "username": username, "email": format!("{username}@example.org"), "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register(&self, username: &str) -> Response {
+        self.register_with(&self.client, username, PASSWORD).await
+    }
+
+    pub async fn login_with(&self, client: &Client, username: &str, password: &str) -> Response {
+        client
+            .post(self.url("/auth/login"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers `username` and signs in with `self.client`; returns the CSRF token.
+    pub async fn signed_in(&self, username: &str) -> String {
+        assert_eq!(self.register(username).await.status(), StatusCode::CREATED);
+        self.login_as(&self.client, username).await
+    }
+
+    /// Signs in an existing user with `client`; returns the CSRF token.
+    pub async fn login_as(&self, client: &Client, username: &str) -> String {
+        let res = self.login_with(client, username, PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        body["csrfToken"].as_str().unwrap().to_string()
+    }
+
+    pub async fn me(&self, client: &Client) -> StatusCode {
+        client.get(self.url("/me")).send().await.unwrap().status()
+    }
+
+    /// Audit rows of `action`, oldest first, as (result, user_id, ip, user_agent, details).
+    pub async fn audit(&self, action: &str) -> Vec<AuditRow> {
+        let mut conn = self.owner_conn().await;
+        sqlx::query_as(
+            "SELECT result, user_id, host(ip) AS ip, user_agent, details, tenant_id FROM audit_logs \
+             WHERE action = $1 ORDER BY created_at, id",
+        )
+        .bind(action)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    pub async fn user_id(&self, username: &str) -> Uuid {
+        let mut conn = self.owner_conn().await;
+        sqlx::query_scalar("SELECT id FROM users WHERE username = $1").bind(username).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct AuditRow {
+    pub result: String,
+    pub user_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub details: Value,
+    pub tenant_id: Uuid,
+}
+
+pub fn new_client() -> Client {
+    Client::builder().cookie_store(true).user_agent("fortifile-tests/1").build().unwrap()
+}
