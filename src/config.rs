@@ -59,18 +59,16 @@ impl Config {
 
         let bind = match get("FORTIFILE_BIND") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-            Some(v) => v.trim().parse().map_err(|_| {
-                bad("FORTIFILE_BIND", format!("expected IP:PORT such as 127.0.0.1:8080, got {v:?}"))
-            })?,
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FORTIFILE_BIND", format!("expected IP:PORT such as 127.0.0.1:8080, got {v:?}")))?,
         };
         let data_dir = PathBuf::from(get("FORTIFILE_DATA_DIR").unwrap_or_else(|| "./data".into()));
 
-        let database_url = get("DATABASE_URL")
-            .map(|v| check_pg_url("DATABASE_URL", v))
-            .transpose()?;
-        let app_database_url = get("FORTIFILE_APP_DATABASE_URL")
-            .map(|v| check_pg_url("FORTIFILE_APP_DATABASE_URL", v))
-            .transpose()?;
+        let database_url = get("DATABASE_URL").map(|v| check_pg_url("DATABASE_URL", v)).transpose()?;
+        let app_database_url =
+            get("FORTIFILE_APP_DATABASE_URL").map(|v| check_pg_url("FORTIFILE_APP_DATABASE_URL", v)).transpose()?;
 
         let public_url = get("FORTIFILE_PUBLIC_URL").map(parse_public_url).transpose()?;
 
@@ -88,10 +86,7 @@ impl Config {
             Some("approval") => Registration::Approval,
             Some("closed") => Registration::Closed,
             Some(other) => {
-                return Err(bad(
-                    "FORTIFILE_REGISTRATION",
-                    format!("expected open, approval or closed, got {other:?}"),
-                ));
+                return Err(bad("FORTIFILE_REGISTRATION", format!("expected open, approval or closed, got {other:?}")));
             }
         };
 
@@ -104,9 +99,7 @@ impl Config {
                 .map(|s| {
                     s.parse::<IpNet>()
                         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| {
-                            bad("FORTIFILE_TRUSTED_PROXIES", format!("not a CIDR or IP address: {s:?}"))
-                        })
+                        .map_err(|_| bad("FORTIFILE_TRUSTED_PROXIES", format!("not a CIDR or IP address: {s:?}")))
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -155,11 +148,7 @@ fn parse_public_url(value: String) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-fn seconds(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: u64,
-) -> Result<Duration, ConfigError> {
+fn seconds(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
     let secs = match get(var) {
         None => default,
         Some(v) => v
@@ -178,8 +167,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 

@@ -146,7 +146,9 @@ async fn with_approval_registration_new_accounts_are_pending_and_cannot_sign_in(
     let res = app
         .client
         .post(app.url("/auth/register"))
-        .json(&json!({ "username": "ivan", "email": "ivan@example.org", "password": PASSWORD, "requestedRole": "staff" }))
+        .json(
+            &json!({ "username": "ivan", "email": "ivan@example.org", "password": PASSWORD, "requestedRole": "staff" }),
+        )
         .send()
         .await
         .unwrap();
@@ -163,8 +165,10 @@ async fn with_approval_registration_new_accounts_are_pending_and_cannot_sign_in(
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     let mut conn = app.owner_conn().await;
-    let requested: Option<String> =
-        sqlx::query_scalar("SELECT requested_role FROM users WHERE username = 'ivan'").fetch_one(&mut conn).await.unwrap();
+    let requested: Option<String> = sqlx::query_scalar("SELECT requested_role FROM users WHERE username = 'ivan'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(requested.as_deref(), Some("staff"));
 }
 

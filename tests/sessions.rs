@@ -121,7 +121,8 @@ async fn the_database_keeps_only_a_hash_of_the_session_token() {
     let mut conn = app.owner_conn().await;
     let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM sessions").fetch_one(&mut conn).await.unwrap();
     assert_eq!(stored, digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-    let dump: String = sqlx::query_scalar("SELECT string_agg(s::text, ' ') FROM sessions s").fetch_one(&mut conn).await.unwrap();
+    let dump: String =
+        sqlx::query_scalar("SELECT string_agg(s::text, ' ') FROM sessions s").fetch_one(&mut conn).await.unwrap();
     assert!(!dump.contains(token));
 }
 
@@ -177,11 +178,25 @@ async fn a_login_from_another_origin_is_refused_and_a_same_origin_one_accepted()
     let app = TestApp::spawn().await;
     app.register("liam").await;
     let body = json!({ "username": "liam", "password": common::PASSWORD });
-    let res = app.client.post(app.url("/auth/login")).header("origin", "https://evil.example").json(&body).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("origin", "https://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let res = app.client.post(app.url("/auth/login")).header("origin", "null").json(&body).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res = app.client.post(app.url("/auth/register")).header("origin", "https://evil.example").json(&body).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url("/auth/register"))
+        .header("origin", "https://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let res = app.client.post(app.url("/auth/login")).header("origin", &app.base).json(&body).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -194,7 +209,13 @@ async fn with_a_public_url_only_that_origin_is_accepted() {
     let body = json!({ "username": "mona", "password": common::PASSWORD });
     let res = app.client.post(app.url("/auth/login")).header("origin", &app.base).json(&body).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res =
-        app.client.post(app.url("/auth/login")).header("origin", "https://files.example.org").json(&body).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("origin", "https://files.example.org")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }

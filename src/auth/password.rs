@@ -48,9 +48,8 @@ impl Passwords {
     pub async fn new() -> anyhow::Result<Self> {
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let random = uuid::Uuid::new_v4().to_string();
-        let dummy_hash = tokio::task::spawn_blocking(move || hash_blocking(&random))
-            .await
-            .context("hashing task panicked")??;
+        let dummy_hash =
+            tokio::task::spawn_blocking(move || hash_blocking(&random)).await.context("hashing task panicked")??;
         Ok(Passwords { permits: Arc::new(Semaphore::new(parallel)), dummy_hash: dummy_hash.into() })
     }
 
@@ -110,11 +109,7 @@ pub fn check_policy(password: &SecretString, username: &str, email: &str) -> Res
     }
     let estimate = zxcvbn::zxcvbn(pw, &[username, email, local_part, "fortifile"]);
     if estimate.score() < zxcvbn::Score::Two {
-        let why = estimate
-            .feedback()
-            .and_then(|f| f.warning())
-            .map(|w| format!(" ({w})"))
-            .unwrap_or_default();
+        let why = estimate.feedback().and_then(|f| f.warning()).map(|w| format!(" ({w})")).unwrap_or_default();
         return Err(PolicyViolation(format!(
             "is too common or too easy to guess{why}; a longer phrase of unrelated words works well"
         )));

@@ -119,7 +119,8 @@ pub async fn create(tx: &mut TenantTx, new: &NewUser<'_>) -> Result<Uuid, Create
         .bind(new.department)
         .fetch_optional(tx.conn())
         .await?;
-    let department = department.ok_or_else(|| CreateUserError::MissingReference("department", new.department.into()))?;
+    let department =
+        department.ok_or_else(|| CreateUserError::MissingReference("department", new.department.into()))?;
     let clearance: Option<Uuid> = sqlx::query_scalar("SELECT id FROM clearance_levels WHERE lower(name) = lower($1)")
         .bind(new.clearance_level)
         .fetch_optional(tx.conn())

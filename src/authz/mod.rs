@@ -13,7 +13,11 @@ use crate::db::TenantTx;
 
 /// The names of the roles `user_id` holds at `now`, oldest assignment first (the
 /// first is the user's primary role).
-pub async fn effective_roles(tx: &mut TenantTx, user_id: Uuid, now: OffsetDateTime) -> Result<Vec<String>, sqlx::Error> {
+pub async fn effective_roles(
+    tx: &mut TenantTx,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
          WHERE ur.user_id = $1 AND (ur.expires_at IS NULL OR ur.expires_at > $2) \

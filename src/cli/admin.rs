@@ -34,10 +34,9 @@ pub async fn create_admin(
     if tenant_slug == seed::DEFAULT_TENANT {
         seed::seed_default(&target.owner, &db).await?;
     }
-    let tenant = db
-        .tenant_by_slug(tenant_slug)
-        .await?
-        .with_context(|| format!("no tenant {tenant_slug:?}: create it with `fortifile seed --tenant {tenant_slug}`"))?;
+    let tenant = db.tenant_by_slug(tenant_slug).await?.with_context(|| {
+        format!("no tenant {tenant_slug:?}: create it with `fortifile seed --tenant {tenant_slug}`")
+    })?;
     let hash = Passwords::new().await?.hash(&password).await?;
 
     let mut tx = db.tenant_tx(tenant.id, None).await?;
@@ -53,7 +52,9 @@ pub async fn create_admin(
     };
     let id = match user::create(&mut tx, &new).await {
         Ok(id) => id,
-        Err(CreateUserError::Duplicate) => bail!("a user with that username or email already exists in {tenant_slug:?}"),
+        Err(CreateUserError::Duplicate) => {
+            bail!("a user with that username or email already exists in {tenant_slug:?}")
+        }
         Err(CreateUserError::MissingReference(kind, name)) => {
             bail!("tenant {tenant_slug:?} has no {kind} {name:?}: run `fortifile seed --tenant {tenant_slug}`")
         }

@@ -82,11 +82,7 @@ impl EmbeddedPostgres {
 
     /// Connection options for `database` as the cluster's superuser (the owner).
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.root)
-            .port(PORT)
-            .username(SUPERUSER)
-            .database(database)
+        PgConnectOptions::new().socket(&self.root).port(PORT).username(SUPERUSER).database(database)
     }
 
     /// Stops the cluster if this process started it; a cluster we attached to is
@@ -98,7 +94,14 @@ impl EmbeddedPostgres {
         let pgdata = self.pgdata();
         match self.pg(
             "pg_ctl",
-            [OsStr::new("stop"), OsStr::new("-D"), pgdata.as_os_str(), OsStr::new("-m"), OsStr::new("fast"), OsStr::new("-w")],
+            [
+                OsStr::new("stop"),
+                OsStr::new("-D"),
+                pgdata.as_os_str(),
+                OsStr::new("-m"),
+                OsStr::new("fast"),
+                OsStr::new("-w"),
+            ],
         ) {
             Ok(out) if out.status.success() => tracing::info!("embedded PostgreSQL stopped"),
             Ok(out) => tracing::warn!(stderr = %String::from_utf8_lossy(&out.stderr).trim(), "pg_ctl stop failed"),
@@ -209,15 +212,12 @@ impl EmbeddedPostgres {
 }
 
 fn system_user(name: &str) -> anyhow::Result<nix::unistd::User> {
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .with_context(|| {
-            format!(
-                "running as root, the embedded PostgreSQL needs the system user {name:?} \
+    nix::unistd::User::from_name(name).ok().flatten().with_context(|| {
+        format!(
+            "running as root, the embedded PostgreSQL needs the system user {name:?} \
                  (created by the Debian/Ubuntu package `postgresql`), or set DATABASE_URL"
-            )
-        })
+        )
+    })
 }
 
 /// Creates the cluster's directory, private to the user it runs as, and checks that
@@ -260,11 +260,7 @@ fn pg_config_bindir() -> Option<PathBuf> {
 
 /// Finds a directory holding `initdb`, `pg_ctl` and `postgres`: on `PATH`, then
 /// `pg_config --bindir`, then `<versions_root>/*/bin`, newest version first.
-pub fn find_bindir(
-    path: &[PathBuf],
-    pg_config: Option<PathBuf>,
-    versions_root: &Path,
-) -> anyhow::Result<PathBuf> {
+pub fn find_bindir(path: &[PathBuf], pg_config: Option<PathBuf>, versions_root: &Path) -> anyhow::Result<PathBuf> {
     let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|p| dir.join(p).is_file());
     if let Some(dir) = path.iter().find(|d| complete(d)) {
         return Ok(dir.clone());
@@ -321,7 +317,8 @@ mod tests {
         fake_bindir(&tmp.join("onpath"));
         fake_bindir(&tmp.join("cfg"));
         fake_bindir(&tmp.join("v/15/bin"));
-        let found = find_bindir(&[tmp.join("empty"), tmp.join("onpath")], Some(tmp.join("cfg")), &tmp.join("v")).unwrap();
+        let found =
+            find_bindir(&[tmp.join("empty"), tmp.join("onpath")], Some(tmp.join("cfg")), &tmp.join("v")).unwrap();
         assert_eq!(found, tmp.join("onpath"));
         let found = find_bindir(&[], Some(tmp.join("cfg")), &tmp.join("v")).unwrap();
         assert_eq!(found, tmp.join("cfg"));

@@ -72,17 +72,11 @@ impl Database {
     }
 
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
-        sqlx::query_as("SELECT id, slug, name FROM tenants WHERE slug = $1")
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await
+        sqlx::query_as("SELECT id, slug, name FROM tenants WHERE slug = $1").bind(slug).fetch_optional(&self.pool).await
     }
 
     pub async fn tenant_exists(&self, id: Uuid) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(id).fetch_one(&self.pool).await
     }
 
     pub async fn tenant_ids(&self) -> Result<Vec<Uuid>, sqlx::Error> {
@@ -96,10 +90,7 @@ impl Database {
 
     /// Keeps the audit log's monthly partitions `months_ahead` months ahead.
     pub async fn ensure_audit_partitions(&self, months_ahead: i32) -> Result<i32, sqlx::Error> {
-        sqlx::query_scalar("SELECT audit_ensure_partitions($1)")
-            .bind(months_ahead)
-            .fetch_one(&self.pool)
-            .await
+        sqlx::query_scalar("SELECT audit_ensure_partitions($1)").bind(months_ahead).fetch_one(&self.pool).await
     }
 
     pub(crate) fn pool(&self) -> &PgPool {

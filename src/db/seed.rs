@@ -41,7 +41,12 @@ struct RoleSeed {
 }
 
 const ROLES: &[RoleSeed] = &[
-    RoleSeed { name: "admin", description: "Administrator: every permission, tenant-wide", permissions: None, scope: Scope::Tenant },
+    RoleSeed {
+        name: "admin",
+        description: "Administrator: every permission, tenant-wide",
+        permissions: None,
+        scope: Scope::Tenant,
+    },
     RoleSeed {
         name: "staff",
         description: "Staff: upload, download and share their department's documents",
@@ -94,13 +99,14 @@ impl std::fmt::Display for SeedReport {
 /// write the tenant registry). Returns its id and whether it was created.
 pub async fn ensure_tenant(owner: &PgConnectOptions, slug: &str, name: &str) -> anyhow::Result<(Uuid, bool)> {
     let mut conn = PgConnection::connect_with(owner).await.context("connecting as the schema owner")?;
-    let created: Option<Uuid> =
-        sqlx::query_scalar("INSERT INTO tenants (slug, name) VALUES ($1, $2) ON CONFLICT (slug) DO NOTHING RETURNING id")
-            .bind(slug)
-            .bind(name)
-            .fetch_optional(&mut conn)
-            .await
-            .with_context(|| format!("creating tenant {slug:?}"))?;
+    let created: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO tenants (slug, name) VALUES ($1, $2) ON CONFLICT (slug) DO NOTHING RETURNING id",
+    )
+    .bind(slug)
+    .bind(name)
+    .fetch_optional(&mut conn)
+    .await
+    .with_context(|| format!("creating tenant {slug:?}"))?;
     let id = match created {
         Some(id) => id,
         None => sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1").bind(slug).fetch_one(&mut conn).await?,

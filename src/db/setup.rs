@@ -19,9 +19,8 @@ pub async fn ensure_embedded_database(owner: &PgConnectOptions) -> anyhow::Resul
         .await?;
     if !exists {
         // A constant identifier: CREATE DATABASE takes no bind parameters.
-        let created = sqlx::raw_sql("CREATE DATABASE fortifile ENCODING 'UTF8' TEMPLATE template0")
-            .execute(&mut conn)
-            .await;
+        let created =
+            sqlx::raw_sql("CREATE DATABASE fortifile ENCODING 'UTF8' TEMPLATE template0").execute(&mut conn).await;
         if let Err(e) = created {
             // Lost a race with another command creating it: fine.
             let duplicate = matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));

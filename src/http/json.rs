@@ -45,9 +45,7 @@ fn map_rejection(rejection: JsonRejection) -> AppError {
 /// serde's message names the field and the expected JSON type; where it would name
 /// one of our Rust types ("expected struct LoginBody") that part is replaced.
 fn describe_data_error(text: &str) -> String {
-    let text = text
-        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-        .unwrap_or(text);
+    let text = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(text);
     match text.find("expected struct ") {
         Some(at) => {
             let rest = &text[at + "expected struct ".len()..];

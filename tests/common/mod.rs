@@ -53,8 +53,7 @@ async fn init_cluster() -> Cluster {
     let (admin, admin_url) = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => (url.parse::<PgConnectOptions>().expect("DATABASE_URL"), url),
         None => {
-            let dir = std::env::var("FORTIFILE_TEST_DATA_DIR")
-                .unwrap_or_else(|_| format!("{}/pg", env!("CARGO_TARGET_TMPDIR")));
+            let dir = std::env::var("FORTIFILE_TEST_DATA_DIR").unwrap_or_else(|_| test_cluster_dir());
             let pg = EmbeddedPostgres::ensure(std::path::Path::new(&dir)).expect("embedded test cluster");
             let url = format!("postgres://postgres@localhost/postgres?host={}&port=5432", pg.root().display());
             // Left running for the other test binaries; .ci/run stops it.
@@ -76,6 +75,38 @@ async fn init_cluster() -> Cluster {
     seed::seed_default(&owner, &db).await.expect("seed template");
     db.close().await;
     Cluster { admin, admin_url, template }
+}
+
+/// A short path under /tmp, one per checkout: the socket path must fit in 107
+/// bytes, and when tests run as root the `postgres` user must be able to reach it
+/// (a checkout under /root is not reachable).
+pub fn test_cluster_dir() -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, env!("CARGO_TARGET_TMPDIR").as_bytes());
+    format!("/tmp/fortifile-test-{}", &hex::encode(digest.as_ref())[..12])
+}
+
+/// A fresh, short scratch directory under /tmp (same reasons as above), removed
+/// when dropped.
+pub fn scratch_dir() -> Scratch {
+    let dir =
+        std::path::PathBuf::from(format!("/tmp/fortifile-scratch-{}", &Uuid::new_v4().simple().to_string()[..12]));
+    std::fs::create_dir_all(&dir).unwrap();
+    Scratch(dir)
+}
+
+pub struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Databases named `ft_<pid>_…` whose process is gone are leftovers.
@@ -241,7 +272,11 @@ impl TestApp {
 
     pub async fn user_id(&self, username: &str) -> Uuid {
         let mut conn = self.owner_conn().await;
-        sqlx::query_scalar("SELECT id FROM users WHERE username = $1").bind(username).fetch_one(&mut conn).await.unwrap()
+        sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
     }
 }
 

@@ -1,0 +1,173 @@
+//! The `fortifile` binary: configuration errors, `create-admin`, and `serve` on the
+//! embedded cluster from an empty data directory.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{TestApp, scratch_dir};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const ADMIN_PASSWORD: &str = "amber falcon quiet river";
+
+fn fortifile(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fortifile"));
+    cmd.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("FORTIFILE_ADMIN_PASSWORD")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn a_bad_environment_value_stops_the_program_with_a_message_naming_it() {
+    let dir = scratch_dir();
+    for (var, value) in [("FORTIFILE_BIND", "everywhere"), ("FORTIFILE_REGISTRATION", "sometimes")] {
+        let out = fortifile(&dir).arg("migrate").env(var, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(&format!("error: {var}: ")), "{stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    }
+}
+
+#[test]
+fn create_admin_takes_no_password_from_the_command_line() {
+    let dir = scratch_dir();
+    let out = fortifile(&dir)
+        .args(["create-admin", "--username", "root", "--email", "r@example.org", "--password", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("unexpected argument '--password'"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn create_admin_makes_an_active_restricted_admin_and_audits_it_as_cli() {
+    let app = TestApp::spawn().await;
+    let dir = scratch_dir();
+    let out = fortifile(&dir)
+        .args(["create-admin", "--username", "root-admin", "--email", "admin@example.org"])
+        .env("DATABASE_URL", app.owner_url())
+        .env("FORTIFILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(ADMIN_PASSWORD));
+
+    let res = app.login_with(&app.client, "root-admin", ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let user = &res.json::<Value>().await.unwrap()["user"];
+    assert_eq!(user["role"], "admin");
+    assert_eq!(user["clearanceLevel"], "restricted");
+    assert_eq!(user["status"], "active");
+    assert!(user["permissions"].as_array().unwrap().contains(&json!("admin.manage_roles")));
+
+    let rows = app.audit("user.create").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].details["via"], "cli");
+    assert!(!rows[0].details.to_string().contains(ADMIN_PASSWORD));
+
+    let again = fortifile(&dir)
+        .args(["create-admin", "--username", "root-admin", "--email", "other@example.org"])
+        .env("DATABASE_URL", app.owner_url())
+        .env("FORTIFILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+}
+
+#[tokio::test]
+async fn create_admin_refuses_a_weak_password_and_a_missing_one() {
+    let app = TestApp::spawn().await;
+    let dir = scratch_dir();
+    let weak = fortifile(&dir)
+        .args(["create-admin", "--username", "root-admin", "--email", "admin@example.org"])
+        .env("DATABASE_URL", app.owner_url())
+        .env("FORTIFILE_ADMIN_PASSWORD", "password1")
+        .output()
+        .unwrap();
+    assert!(!weak.status.success());
+    assert!(text(&weak).contains("too common"), "{}", text(&weak));
+    let missing = fortifile(&dir)
+        .args(["create-admin", "--username", "root-admin", "--email", "admin@example.org"])
+        .env("DATABASE_URL", app.owner_url())
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(text(&missing).contains("FORTIFILE_ADMIN_PASSWORD"), "{}", text(&missing));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn serve_runs_on_an_embedded_cluster_that_create_admin_attaches_to_and_stops_it_on_sigterm() {
+    let dir = scratch_dir();
+    let port = free_port();
+    let mut server = fortifile(&dir)
+        .arg("serve")
+        .env("FORTIFILE_BIND", format!("127.0.0.1:{port}"))
+        .env("FORTIFILE_DATA_DIR", dir.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = common::new_client();
+    let started = Instant::now();
+    loop {
+        if let Ok(res) = client.get(format!("{base}/readyz")).send().await
+            && res.status() == StatusCode::OK
+        {
+            break;
+        }
+        if let Some(status) = server.try_wait().unwrap() {
+            panic!("serve exited early: {status}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid_file = dir.join("data/postgres/data/postmaster.pid");
+    assert!(pid_file.exists(), "the cluster lives under FORTIFILE_DATA_DIR");
+
+    let admin = fortifile(&dir)
+        .args(["create-admin", "--username", "root-admin", "--email", "admin@example.org"])
+        .env("FORTIFILE_DATA_DIR", dir.join("data"))
+        .env("FORTIFILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(admin.status.success(), "{}", text(&admin));
+    assert!(pid_file.exists(), "create-admin attached and left the cluster running");
+
+    let res = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({ "username": "root-admin", "password": ADMIN_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let kill = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = server.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!pid_file.exists(), "serve stopped the cluster it started");
+
+    // The next command reuses the cluster (no initdb) and stops it again.
+    let migrate = fortifile(&dir).arg("migrate").env("FORTIFILE_DATA_DIR", dir.join("data")).output().unwrap();
+    assert!(migrate.status.success(), "{}", text(&migrate));
+    assert!(!pid_file.exists());
+}
