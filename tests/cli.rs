@@ -171,3 +171,52 @@ async fn serve_runs_on_an_embedded_cluster_that_create_admin_attaches_to_and_sto
     assert!(migrate.status.success(), "{}", text(&migrate));
     assert!(!pid_file.exists());
 }
+
+#[tokio::test]
+async fn a_command_that_started_the_cluster_leaves_it_running_while_another_process_uses_it() {
+    use fortifile::db::{DbTarget, embedded::EmbeddedPostgres};
+    use sqlx::Connection;
+
+    let dir = scratch_dir();
+    let pg = tokio::task::spawn_blocking({
+        let data = dir.join("data");
+        move || EmbeddedPostgres::ensure(&data).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(pg.started_here());
+    let owner = pg.connect_options("postgres");
+    let pid_file = dir.join("data/postgres/data/postmaster.pid");
+
+    // Another process (a `serve` that attached) holds a connection.
+    let other = sqlx::PgConnection::connect_with(&owner).await.unwrap();
+    let mut target = DbTarget { owner: owner.clone(), app: owner.clone(), embedded: Some(pg) };
+    target.shutdown().await;
+    assert!(pid_file.exists(), "the cluster kept running for the attached process");
+    other.close().await.unwrap();
+
+    // Once nobody else uses it, the process that started it stops it.
+    let pg = tokio::task::spawn_blocking({
+        let data = dir.join("data");
+        move || EmbeddedPostgres::ensure(&data).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!pg.started_here(), "a running cluster is attached to, not started again");
+    let mut attached = DbTarget { owner: owner.clone(), app: owner.clone(), embedded: Some(pg) };
+    attached.shutdown().await;
+    assert!(pid_file.exists(), "a process that only attached never stops it");
+    let path: Vec<_> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    let bindir = fortifile::db::embedded::find_bindir(&path, None, Path::new("/usr/lib/postgresql")).unwrap();
+    let pgdata = dir.join("data/postgres/data");
+    let mut stop = if nix_is_root() { Command::new("runuser") } else { Command::new(bindir.join("pg_ctl")) };
+    if nix_is_root() {
+        stop.args(["-u", "postgres", "--"]).arg(bindir.join("pg_ctl"));
+    }
+    let out = stop.arg("stop").arg("-D").arg(&pgdata).args(["-m", "fast", "-w"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}

@@ -97,7 +97,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             admin::create_admin(&config, &target, &username, &email, &tenant).await
         }
     };
-    target.shutdown();
+    target.shutdown().await;
     result
 }
 

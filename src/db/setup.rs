@@ -33,6 +33,19 @@ pub async fn ensure_embedded_database(owner: &PgConnectOptions) -> anyhow::Resul
     Ok(())
 }
 
+/// How many client connections other than this one the server has: other
+/// FortiFile processes attached to a cluster we started.
+pub async fn other_clients(owner: &PgConnectOptions) -> anyhow::Result<i64> {
+    let mut conn = PgConnection::connect_with(&owner.clone().database("postgres")).await?;
+    let n = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await.ok();
+    Ok(n)
+}
+
 /// Applies pending migrations as the owner. Idempotent.
 pub async fn migrate(owner: &PgConnectOptions) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect_with(owner)

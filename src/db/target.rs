@@ -50,11 +50,28 @@ impl DbTarget {
         }
     }
 
-    /// Stops the embedded cluster if this process started it.
-    pub fn shutdown(&mut self) {
-        if let Some(pg) = self.embedded.take() {
-            pg.stop();
+    /// Stops the embedded cluster if this process started it and no other process
+    /// is still using it (a `serve` may have attached while a short command ran).
+    pub async fn shutdown(&mut self) {
+        let Some(pg) = self.embedded.take() else { return };
+        if !pg.started_here() {
+            return;
         }
+        match super::setup::other_clients(&self.owner).await {
+            Ok(0) => stop(pg).await,
+            Ok(n) => tracing::info!(clients = n, "embedded PostgreSQL left running for the processes attached to it"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check for other clients; stopping the embedded PostgreSQL");
+                stop(pg).await;
+            }
+        }
+    }
+}
+
+async fn stop(pg: EmbeddedPostgres) {
+    // pg_ctl waits for the shutdown: keep it off the async workers.
+    if tokio::task::spawn_blocking(move || pg.stop()).await.is_err() {
+        tracing::warn!("stopping the embedded PostgreSQL panicked");
     }
 }
 
