@@ -25,6 +25,17 @@ fn fortifile(dir: &Path) -> Command {
     cmd
 }
 
+/// Runs `create-admin` against `app`'s database; `password` goes in the environment.
+fn create_admin(app: &TestApp, username: &str, email: &str, password: Option<&str>) -> Output {
+    let dir = scratch_dir();
+    let mut cmd = fortifile(&dir);
+    cmd.args(["create-admin", "--username", username, "--email", email]).env("DATABASE_URL", app.owner_url());
+    if let Some(pw) = password {
+        cmd.env("FORTIFILE_ADMIN_PASSWORD", pw);
+    }
+    cmd.output().unwrap()
+}
+
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -55,13 +66,7 @@ fn create_admin_takes_no_password_from_the_command_line() {
 #[tokio::test]
 async fn create_admin_makes_an_active_restricted_admin_and_audits_it_as_cli() {
     let app = TestApp::spawn().await;
-    let dir = scratch_dir();
-    let out = fortifile(&dir)
-        .args(["create-admin", "--username", "root-admin", "--email", "admin@example.org"])
-        .env("DATABASE_URL", app.owner_url())
-        .env("FORTIFILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .unwrap();
+    let out = create_admin(&app, "root-admin", "admin@example.org", Some(ADMIN_PASSWORD));
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains(ADMIN_PASSWORD));
 
@@ -78,12 +83,7 @@ async fn create_admin_makes_an_active_restricted_admin_and_audits_it_as_cli() {
     assert_eq!(rows[0].details["via"], "cli");
     assert!(!rows[0].details.to_string().contains(ADMIN_PASSWORD));
 
-    let again = fortifile(&dir)
-        .args(["create-admin", "--username", "root-admin", "--email", "other@example.org"])
-        .env("DATABASE_URL", app.owner_url())
-        .env("FORTIFILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .unwrap();
+    let again = create_admin(&app, "root-admin", "other@example.org", Some(ADMIN_PASSWORD));
     assert!(!again.status.success());
     assert!(text(&again).contains("already exists"), "{}", text(&again));
 }
@@ -91,20 +91,10 @@ async fn create_admin_makes_an_active_restricted_admin_and_audits_it_as_cli() {
 #[tokio::test]
 async fn create_admin_refuses_a_weak_password_and_a_missing_one() {
     let app = TestApp::spawn().await;
-    let dir = scratch_dir();
-    let weak = fortifile(&dir)
-        .args(["create-admin", "--username", "root-admin", "--email", "admin@example.org"])
-        .env("DATABASE_URL", app.owner_url())
-        .env("FORTIFILE_ADMIN_PASSWORD", "password1")
-        .output()
-        .unwrap();
+    let weak = create_admin(&app, "root-admin", "admin@example.org", Some("password1"));
     assert!(!weak.status.success());
     assert!(text(&weak).contains("too common"), "{}", text(&weak));
-    let missing = fortifile(&dir)
-        .args(["create-admin", "--username", "root-admin", "--email", "admin@example.org"])
-        .env("DATABASE_URL", app.owner_url())
-        .output()
-        .unwrap();
+    let missing = create_admin(&app, "root-admin", "admin@example.org", None);
     assert!(!missing.status.success());
     assert!(text(&missing).contains("FORTIFILE_ADMIN_PASSWORD"), "{}", text(&missing));
 }

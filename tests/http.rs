@@ -124,3 +124,16 @@ async fn x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
         .unwrap();
     assert_eq!(proxied.audit("auth.login").await[0].ip.as_deref(), Some("198.51.100.7"));
 }
+
+#[tokio::test]
+async fn a_database_failure_is_a_generic_500_with_a_request_id() {
+    let app = TestApp::spawn().await;
+    app.signed_in("alice").await;
+    app.db.close().await;
+    let res = app.client.get(app.url("/me")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(res.headers().get("x-request-id").is_some(), "the id that the server log carries");
+    let text = res.text().await.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json!({ "error": "Internal server error" }));
+    assert!(!text.contains("pool") && !text.contains("sqlx"), "{text}");
+}

@@ -178,27 +178,13 @@ async fn a_login_from_another_origin_is_refused_and_a_same_origin_one_accepted()
     let app = TestApp::spawn().await;
     app.register("liam").await;
     let body = json!({ "username": "liam", "password": common::PASSWORD });
-    let res = app
-        .client
-        .post(app.url("/auth/login"))
-        .header("origin", "https://evil.example")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res = app.client.post(app.url("/auth/login")).header("origin", "null").json(&body).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res = app
-        .client
-        .post(app.url("/auth/register"))
-        .header("origin", "https://evil.example")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res = app.client.post(app.url("/auth/login")).header("origin", &app.base).json(&body).send().await.unwrap();
+    for (path, origin) in
+        [("/auth/login", "https://evil.example"), ("/auth/login", "null"), ("/auth/register", "https://evil.example")]
+    {
+        let res = app.post_json(path, &body, &[("origin", origin)]).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path} from {origin}");
+    }
+    let res = app.post_json("/auth/login", &body, &[("origin", &app.base)]).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -207,15 +193,31 @@ async fn with_a_public_url_only_that_origin_is_accepted() {
     let app = TestApp::spawn_with(|c| c.public_url = Some(Url::parse("https://files.example.org").unwrap())).await;
     app.register("mona").await;
     let body = json!({ "username": "mona", "password": common::PASSWORD });
-    let res = app.client.post(app.url("/auth/login")).header("origin", &app.base).json(&body).send().await.unwrap();
+    let res = app.post_json("/auth/login", &body, &[("origin", &app.base)]).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res = app
-        .client
-        .post(app.url("/auth/login"))
-        .header("origin", "https://files.example.org")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_json("/auth/login", &body, &[("origin", "https://files.example.org")]).await;
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn concurrent_sweeps_and_requests_record_each_expiry_once() {
+    let app = TestApp::spawn_with(|c| c.session_idle_timeout = std::time::Duration::from_secs(5)).await;
+    app.signed_in("olga").await;
+    let others: Vec<_> = (0..3).map(|_| new_client()).collect();
+    for (i, client) in others.iter().enumerate() {
+        let name = format!("user{i}");
+        app.register(&name).await;
+        app.login_as(client, &name).await;
+    }
+    app.clock.advance(Duration::seconds(6));
+    let (a, b, me1, me2) = tokio::join!(
+        fortifile::auth::account::sweep_expired_sessions(&app.state),
+        fortifile::auth::account::sweep_expired_sessions(&app.state),
+        app.me(&app.client),
+        app.me(&app.client),
+    );
+    assert_eq!((me1, me2), (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED));
+    let rows = app.audit("auth.session_expired").await;
+    assert_eq!(rows.len(), 4, "one row per session: {rows:?}");
+    assert!(a.unwrap() + b.unwrap() <= 4);
 }

@@ -7,6 +7,7 @@ use common::TestApp;
 use fortifile::db::{Database, seed, setup};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Connection;
 use uuid::Uuid;
 
 /// Creates tenant `slug` with its defaults and a user `username` in it.
@@ -80,7 +81,8 @@ async fn updating_a_row_into_another_tenant_fails() {
 async fn with_no_tenant_set_tenant_tables_return_no_rows() {
     let app = TestApp::spawn().await;
     app.signed_in("alice").await;
-    let mut tx = app.db.untenanted_tx().await.unwrap();
+    // The serving role on a plain connection: no tenant transaction, no setting.
+    let mut conn = sqlx::PgConnection::connect_with(&app.owner.clone().username("fortifile_app")).await.unwrap();
     for table in [
         "users",
         "roles",
@@ -92,7 +94,7 @@ async fn with_no_tenant_set_tenant_tables_return_no_rows() {
         "audit_logs",
     ] {
         let sql = format!("SELECT count(*) FROM {table}");
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *tx).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.unwrap();
         assert_eq!(n, 0, "{table} leaked rows without a tenant");
     }
 }

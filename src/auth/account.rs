@@ -227,7 +227,10 @@ async fn refuse_login<T>(
 /// Ends the caller's session.
 pub async fn logout(state: &AppState, source: &Source, who: &Authenticated) -> Result<(), AppError> {
     let mut tx: TenantTx = state.db.tenant_tx(who.tenant_id, Some(who.user_id)).await?;
-    session::delete(&mut tx, who.session_id).await?;
+    if !session::delete(&mut tx, who.session_id).await? {
+        // Ended meanwhile (a concurrent logout, expiry or suspension).
+        return Err(AppError::Unauthorized);
+    }
     let entry = Entry::new(Action::AuthLogout, Outcome::Success).target("user", who.user_id);
     audit::record(&mut tx, source, entry).await?;
     tx.commit().await?;
@@ -253,8 +256,9 @@ pub async fn sweep_expired_sessions(state: &AppState) -> Result<usize, AppError>
     let mut swept = 0;
     for tenant in state.db.tenant_ids().await? {
         let mut tx = state.db.tenant_tx(tenant, None).await?;
-        for (session_id, user_id, by) in session::expired(&mut tx, now, state.config.session_idle_timeout).await? {
-            session::delete(&mut tx, session_id).await?;
+        for (session_id, user_id, by) in
+            session::delete_expired(&mut tx, now, state.config.session_idle_timeout).await?
+        {
             let entry = Entry::new(Action::AuthSessionExpired, Outcome::Success)
                 .user(user_id)
                 .target("session", session_id)

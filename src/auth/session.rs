@@ -192,8 +192,13 @@ pub async fn lookup(
         None
     };
     if let Some(by) = expired_by {
-        delete(tx, row.id).await?;
-        return Ok(Lookup::Expired { session_id: row.id, user_id: row.user_id, by });
+        // Only the request whose DELETE removed the row reports (and audits) the
+        // expiry; a concurrent one with the same cookie just finds no session.
+        return Ok(if delete(tx, row.id).await? {
+            Lookup::Expired { session_id: row.id, user_id: row.user_id, by }
+        } else {
+            Lookup::Missing
+        });
     }
     let refresh_every = (idle / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
     if now - row.last_seen_at >= refresh_every {
@@ -206,8 +211,10 @@ pub async fn lookup(
     Ok(Lookup::Active { session_id: row.id, user_id: row.user_id })
 }
 
-pub async fn delete(tx: &mut TenantTx, session_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE id = $1").bind(session_id).execute(tx.conn()).await.map(|_| ())
+/// Deletes a session; true if this call removed it.
+pub async fn delete(tx: &mut TenantTx, session_id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM sessions WHERE id = $1").bind(session_id).execute(tx.conn()).await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Deletes the session `cookie` names, if it exists (login replaces it).
@@ -219,14 +226,20 @@ pub async fn delete_by_cookie(tx: &mut TenantTx, cookie: &SessionCookie) -> Resu
         .map(|_| ())
 }
 
-/// Sessions past their absolute expiry or idle since before `idle_cutoff`.
-pub async fn expired(
+/// Deletes up to 1000 sessions past their absolute expiry or idle for longer than
+/// `idle`, returning what it removed. Rows another transaction is already
+/// removing are skipped, so concurrent sweeps (several instances) never report
+/// the same session twice.
+pub async fn delete_expired(
     tx: &mut TenantTx,
     now: OffsetDateTime,
     idle: Duration,
 ) -> Result<Vec<(Uuid, Uuid, ExpiredBy)>, sqlx::Error> {
     let rows: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
-        "SELECT id, user_id, expires_at <= $1 FROM sessions WHERE expires_at <= $1 OR last_seen_at < $2 LIMIT 1000",
+        "DELETE FROM sessions WHERE id IN ( \
+             SELECT id FROM sessions WHERE expires_at <= $1 OR last_seen_at < $2 \
+             LIMIT 1000 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, user_id, expires_at <= $1",
     )
     .bind(now)
     .bind(now - idle)

@@ -65,12 +65,6 @@ impl Database {
         Ok(TenantTx { tx, tenant, actor })
     }
 
-    /// A transaction with no tenant set: tenant tables show no rows in it. Only for
-    /// proving that (tests) and for statements on global tables.
-    pub async fn untenanted_tx(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.pool.begin().await
-    }
-
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
         sqlx::query_as("SELECT id, slug, name FROM tenants WHERE slug = $1").bind(slug).fetch_optional(&self.pool).await
     }

@@ -217,6 +217,15 @@ impl TestApp {
         PgConnection::connect_with(&self.owner).await.unwrap()
     }
 
+    /// POSTs `body` as JSON to `path` with `self.client`, adding `headers`.
+    pub async fn post_json(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().await.unwrap()
+    }
+
     pub async fn register_with(&self, client: &Client, username: &str, password: &str) -> Response {
         client
             .post(self.url("/auth/register"))
