@@ -192,3 +192,12 @@ async fn me_without_a_session_or_with_a_forged_cookie_is_unauthorized() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(res.json::<Value>().await.unwrap(), json!({ "error": "Authentication required" }));
 }
+
+#[tokio::test]
+async fn a_made_up_cookie_without_a_csrf_token_is_refused_without_writing_to_any_log() {
+    let app = TestApp::spawn().await;
+    let forged = format!("fortifile_session={}.{}", app.default_tenant.simple(), "cd".repeat(32));
+    let res = app.client.post(app.url("/auth/logout")).header("cookie", forged).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(app.audit("auth.csrf_denied").await.is_empty());
+}

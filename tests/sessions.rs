@@ -159,6 +159,10 @@ async fn an_unsafe_request_without_the_csrf_token_is_forbidden() {
     let res = app.client.post(app.url("/auth/logout")).header("x-csrf-token", "0".repeat(64)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.me(&app.client).await, StatusCode::OK, "the refused logout did nothing");
+    let rows = app.audit("auth.csrf_denied").await;
+    assert_eq!(rows.len(), 2, "each refusal is recorded");
+    assert_eq!((rows[0].result.as_str(), rows[0].user_id), ("fail", Some(app.user_id("jack").await)));
+    assert_eq!(rows[0].details, json!({ "method": "POST", "path": "/auth/logout" }));
     let res = app.client.post(app.url("/auth/logout")).header("x-csrf-token", csrf).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 }

@@ -19,6 +19,7 @@ pub enum Action {
     AuthLogin,
     AuthLogout,
     AuthSessionExpired,
+    AuthCsrfDenied,
     UserCreate,
 }
 
@@ -29,6 +30,7 @@ impl Action {
             Action::AuthLogin => "auth.login",
             Action::AuthLogout => "auth.logout",
             Action::AuthSessionExpired => "auth.session_expired",
+            Action::AuthCsrfDenied => "auth.csrf_denied",
             Action::UserCreate => "user.create",
         }
     }

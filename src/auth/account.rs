@@ -249,6 +249,27 @@ fn clip(s: &str) -> String {
     s.chars().take(128).collect()
 }
 
+/// Records an unsafe request that carried a session cookie but not its CSRF
+/// token. Only when the cookie names a real session: that proves the tenant, so a
+/// made-up cookie cannot plant rows in another organisation's log.
+pub async fn record_csrf_denial(
+    state: &AppState,
+    source: &Source,
+    cookie: &SessionCookie,
+    method: &str,
+    path: &str,
+) -> Result<(), AppError> {
+    let mut tx = state.db.tenant_tx(cookie.tenant, None).await?;
+    let Some((session_id, user_id)) = session::find(&mut tx, cookie).await? else { return Ok(()) };
+    let entry = Entry::new(Action::AuthCsrfDenied, Outcome::Fail)
+        .user(user_id)
+        .target("session", session_id)
+        .details(json!({ "method": method, "path": path.chars().take(256).collect::<String>() }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Deletes expired sessions in every tenant, each with its `auth.session_expired`
 /// row. Run periodically by `serve`; requests also expire sessions they find.
 pub async fn sweep_expired_sessions(state: &AppState) -> Result<usize, AppError> {

@@ -211,6 +211,14 @@ pub async fn lookup(
     Ok(Lookup::Active { session_id: row.id, user_id: row.user_id })
 }
 
+/// The session `cookie` names, if it exists (whatever its age): (session, user).
+pub async fn find(tx: &mut TenantTx, cookie: &SessionCookie) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, user_id FROM sessions WHERE token_hash = $1")
+        .bind(cookie.token_hash())
+        .fetch_optional(tx.conn())
+        .await
+}
+
 /// Deletes a session; true if this call removed it.
 pub async fn delete(tx: &mut TenantTx, session_id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM sessions WHERE id = $1").bind(session_id).execute(tx.conn()).await?;

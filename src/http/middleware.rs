@@ -10,8 +10,11 @@ use axum::{
 };
 use url::Url;
 
-use super::{AppState, error::AppError};
-use crate::{auth::session, config::Config};
+use super::{AppState, client::source_of, error::AppError};
+use crate::{
+    auth::{account, session},
+    config::Config,
+};
 
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Unsafe routes that are used without a session: only the Origin check applies.
@@ -69,13 +72,14 @@ pub async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next)
     if header_token.is_some_and(|t| cookie.csrf_matches(t)) {
         return next.run(req).await;
     }
+    let header_given = header_token.is_some();
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if header_token.is_none() && is_form {
-        let (parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    if !header_given && is_form {
         let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
             return AppError::PayloadTooLarge.into_response();
         };
@@ -83,6 +87,11 @@ pub async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next)
         if field.is_some_and(|t| cookie.csrf_matches(&t)) {
             return next.run(Request::from_parts(parts, Body::from(bytes))).await;
         }
+    }
+    let source = source_of(&parts, &state.config);
+    if let Err(e) = account::record_csrf_denial(&state, &source, &cookie, parts.method.as_str(), parts.uri.path()).await
+    {
+        return e.into_response();
     }
     AppError::forbidden("Missing or invalid CSRF token").into_response()
 }
