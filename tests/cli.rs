@@ -210,3 +210,41 @@ async fn a_command_that_started_the_cluster_leaves_it_running_while_another_proc
 fn nix_is_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }
+
+#[tokio::test]
+async fn seed_adds_a_tenant_with_its_defaults_once_and_says_what_it_added() {
+    let app = TestApp::spawn().await;
+    let dir = scratch_dir();
+    let seed =
+        || fortifile(&dir).args(["seed", "--tenant", "acme"]).env("DATABASE_URL", app.owner_url()).output().unwrap();
+    let first = seed();
+    assert!(first.status.success(), "{}", text(&first));
+    let out = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(out.contains("tenant created: yes") && out.contains("roles added: admin, staff, student"), "{out}");
+    let second = seed();
+    let out = String::from_utf8_lossy(&second.stdout).to_string();
+    assert!(out.contains("tenant created: no; roles added: none; clearance levels added: none"), "{out}");
+    assert_eq!(app.db.tenant_by_slug("acme").await.unwrap().unwrap().slug, "acme");
+
+    let bad =
+        fortifile(&dir).args(["seed", "--tenant", "Bad Slug"]).env("DATABASE_URL", app.owner_url()).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("--tenant"), "{}", text(&bad));
+}
+
+#[test]
+fn as_root_an_unreachable_data_directory_is_named_in_one_clear_message() {
+    if !nix_is_root() {
+        return; // only root hands the cluster to the postgres user
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir();
+    let private = dir.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = fortifile(&dir).arg("migrate").env("FORTIFILE_DATA_DIR", private.join("data")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach") && stderr.contains(&private.display().to_string()), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}

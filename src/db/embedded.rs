@@ -200,7 +200,7 @@ impl EmbeddedPostgres {
         let exe = self.bindir.join(program);
         let mut cmd = match &self.run_as {
             Some(user) => {
-                let mut c = Command::new("runuser");
+                let mut c = Command::new(runuser()?);
                 c.arg("-u").arg(user).arg("--").arg(&exe);
                 c
             }
@@ -234,11 +234,7 @@ fn prepare_root(root: &Path, run_as: Option<&str>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot give {} to the system user {user:?}", root.display()))?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot set permissions on {}", root.display()))?;
-    let reachable = Command::new("runuser")
-        .args(["-u", user, "--", "test", "-w"])
-        .arg(root)
-        .status()
-        .with_context(|| "running runuser (util-linux)")?;
+    let reachable = Command::new(runuser()?).args(["-u", user, "--", "test", "-w"]).arg(root).status()?;
     if !reachable.success() {
         bail!(
             "the system user {user:?} cannot reach {}: every parent directory must be searchable \
@@ -247,6 +243,17 @@ fn prepare_root(root: &Path, run_as: Option<&str>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `runuser` (util-linux), which root uses to run the cluster as its own user;
+/// looked up on PATH and in the sbin directories, which a root PATH may lack.
+fn runuser() -> anyhow::Result<PathBuf> {
+    path_dirs()
+        .into_iter()
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join("runuser"))
+        .find(|p| p.is_file())
+        .context("running as root, the embedded PostgreSQL needs `runuser` (Debian/Ubuntu package util-linux)")
 }
 
 fn path_dirs() -> Vec<PathBuf> {
