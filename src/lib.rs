@@ -9,4 +9,5 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod directory;
 pub mod http;

@@ -223,7 +223,9 @@ async fn seed_adds_a_tenant_with_its_defaults_once_and_says_what_it_added() {
     assert!(out.contains("tenant created: yes") && out.contains("roles added: admin, staff, student"), "{out}");
     let second = seed();
     let out = String::from_utf8_lossy(&second.stdout).to_string();
-    assert!(out.contains("tenant created: no; roles added: none; clearance levels added: none"), "{out}");
+    assert!(out.contains("tenant created: no; roles added: none;"), "{out}");
+    assert!(out.contains("roles already present (unchanged): admin, staff, student"), "{out}");
+    assert!(out.contains("clearance levels added: none; departments added: none"), "{out}");
     assert_eq!(app.db.tenant_by_slug("acme").await.unwrap().unwrap().slug, "acme");
 
     let bad =
@@ -247,4 +249,78 @@ fn as_root_an_unreachable_data_directory_is_named_in_one_clear_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot reach") && stderr.contains(&private.display().to_string()), "{stderr}");
     assert!(!stderr.contains("panicked"));
+}
+
+#[tokio::test]
+async fn the_three_presets_load_idempotently_and_say_what_they_added() {
+    let app = TestApp::spawn().await;
+    let dir = scratch_dir();
+    let seed = |preset: &str, tenant: &str| {
+        fortifile(&dir)
+            .args(["seed", "--preset", preset, "--tenant", tenant])
+            .env("DATABASE_URL", app.owner_url())
+            .output()
+            .unwrap()
+    };
+    let first = seed("compliance", "acme");
+    assert!(first.status.success(), "{}", text(&first));
+    let out = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(out.contains("preset \"compliance\"") && out.contains("CompanyAdmin") && out.contains("Auditor"), "{out}");
+    assert!(out.contains("clearance levels added: public, confidential, restricted"), "{out}");
+    let again = String::from_utf8_lossy(&seed("compliance", "acme").stdout).to_string();
+    assert!(again.contains("roles added: none;"), "{again}");
+
+    let eng = seed("engineering", "eng");
+    assert!(eng.status.success(), "{}", text(&eng));
+    let out = String::from_utf8_lossy(&eng.stdout).to_string();
+    assert!(out.contains("roles added: Admin, Engineer, Automation Manager, PM"), "{out}");
+    let default = seed("fortifile", "default");
+    assert!(String::from_utf8_lossy(&default.stdout).contains("roles added: none;"), "{}", text(&default));
+
+    // Seed 001's policy columns arrive with the roles, and nothing leaks across tenants.
+    let mut conn = app.owner_conn().await;
+    let row: (Option<String>, Option<i32>, Option<i32>, bool, Option<String>) = sqlx::query_as(
+        "SELECT r.portal, r.tier, r.session_timeout_minutes, r.requires_mfa, r.mfa_type FROM roles r \
+         JOIN tenants t ON t.id = r.tenant_id WHERE t.slug = 'acme' AND r.name = 'CompanyAdmin'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(row, (Some("service_company".into()), Some(1), Some(15), true, Some("fido2".into())));
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM roles r JOIN tenants t ON t.id = r.tenant_id WHERE t.slug = 'acme'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(count, 11);
+
+    let unknown = seed("nonsense", "acme");
+    assert!(!unknown.status.success());
+    assert!(text(&unknown).contains("the presets are: fortifile, compliance, engineering"), "{}", text(&unknown));
+}
+
+#[tokio::test]
+async fn create_admin_takes_a_presets_admin_role_and_refuses_one_that_cannot_administer() {
+    let app = TestApp::spawn().await;
+    let dir = scratch_dir();
+    let seeded = fortifile(&dir)
+        .args(["seed", "--preset", "compliance", "--tenant", "acme"])
+        .env("DATABASE_URL", app.owner_url())
+        .output()
+        .unwrap();
+    assert!(seeded.status.success(), "{}", text(&seeded));
+    let create = |role: &str, name: &str| {
+        fortifile(&dir)
+            .args(["create-admin", "--username", name, "--email", &format!("{name}@example.org")])
+            .args(["--tenant", "acme", "--role", role])
+            .env("DATABASE_URL", app.owner_url())
+            .env("FORTIFILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let ok = create("CompanyAdmin", "boss");
+    assert!(ok.status.success(), "{}", text(&ok));
+    let refused = create("Auditor", "peeker");
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("does not grant admin.manage_roles"), "{}", text(&refused));
 }

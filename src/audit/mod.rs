@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::TenantTx;
+use crate::db::{Database, TenantTx};
 
 /// Every audited action. Add new ones here; never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,25 @@ pub enum Action {
     AuthSessionExpired,
     AuthCsrfDenied,
     UserCreate,
+    RbacDenied,
+    UserUpdate,
+    UserDelete,
+    UserApprove,
+    UserReject,
+    UserSuspend,
+    RoleAssign,
+    RoleRevoke,
+    RoleCreate,
+    RoleUpdate,
+    RoleDelete,
+    RolePermissionGrant,
+    RolePermissionRevoke,
+    DepartmentCreate,
+    DepartmentUpdate,
+    DepartmentDelete,
+    ClearanceLevelCreate,
+    ClearanceLevelUpdate,
+    ClearanceLevelDelete,
 }
 
 impl Action {
@@ -32,6 +51,25 @@ impl Action {
             Action::AuthSessionExpired => "auth.session_expired",
             Action::AuthCsrfDenied => "auth.csrf_denied",
             Action::UserCreate => "user.create",
+            Action::RbacDenied => "rbac.denied",
+            Action::UserUpdate => "user.update",
+            Action::UserDelete => "user.delete",
+            Action::UserApprove => "user.approve",
+            Action::UserReject => "user.reject",
+            Action::UserSuspend => "user.suspend",
+            Action::RoleAssign => "role.assign",
+            Action::RoleRevoke => "role.revoke",
+            Action::RoleCreate => "role.create",
+            Action::RoleUpdate => "role.update",
+            Action::RoleDelete => "role.delete",
+            Action::RolePermissionGrant => "role.permission_grant",
+            Action::RolePermissionRevoke => "role.permission_revoke",
+            Action::DepartmentCreate => "department.create",
+            Action::DepartmentUpdate => "department.update",
+            Action::DepartmentDelete => "department.delete",
+            Action::ClearanceLevelCreate => "clearance_level.create",
+            Action::ClearanceLevelUpdate => "clearance_level.update",
+            Action::ClearanceLevelDelete => "clearance_level.delete",
         }
     }
 }
@@ -99,6 +137,21 @@ impl Entry {
         self.details = details;
         self
     }
+}
+
+/// Appends `entry` in a transaction of its own: for refusals, whose attempted
+/// change was rolled back.
+pub async fn record_alone(
+    db: &Database,
+    tenant: Uuid,
+    actor: Option<Uuid>,
+    source: &Source,
+    entry: Entry,
+) -> Result<Uuid, sqlx::Error> {
+    let mut tx = db.tenant_tx(tenant, actor).await?;
+    let id = record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 /// Appends `entry` in `tx`. The row is visible to others only if `tx` commits.

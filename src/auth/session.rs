@@ -161,10 +161,15 @@ struct SessionRow {
     last_seen_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     status: String,
+    /// The shortest `session_timeout_minutes` of the user's current roles.
+    role_timeout: Option<i32>,
 }
 
-/// Finds the session for `cookie` and judges it at `now`. An active session's idle
-/// timer is extended (written at most once per `idle / 20`, at least every minute).
+/// Finds the session for `cookie` and judges it at `now`. The idle timeout is
+/// `idle`, or the shortest `session_timeout_minutes` among the user's current
+/// roles when that is shorter (seed 001's per-role policy). An active session's
+/// idle timer is extended (written at most once per `idle / 20`, at least every
+/// minute).
 pub async fn lookup(
     tx: &mut TenantTx,
     cookie: &SessionCookie,
@@ -172,13 +177,20 @@ pub async fn lookup(
     idle: Duration,
 ) -> Result<Lookup, sqlx::Error> {
     let row: Option<SessionRow> = sqlx::query_as(
-        "SELECT s.id, s.user_id, s.last_seen_at, s.expires_at, u.status \
+        "SELECT s.id, s.user_id, s.last_seen_at, s.expires_at, u.status, \
+                (SELECT min(r.session_timeout_minutes) FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+                 WHERE ur.user_id = s.user_id AND (ur.expires_at IS NULL OR ur.expires_at > $2)) AS role_timeout \
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
     )
     .bind(cookie.token_hash())
+    .bind(now)
     .fetch_optional(tx.conn())
     .await?;
     let Some(row) = row else { return Ok(Lookup::Missing) };
+    let idle = match row.role_timeout {
+        Some(minutes) if minutes > 0 => idle.min(Duration::from_secs(minutes as u64 * 60)),
+        _ => idle,
+    };
 
     if row.status != "active" {
         delete(tx, row.id).await?;
@@ -235,7 +247,7 @@ pub async fn delete_by_cookie(tx: &mut TenantTx, cookie: &SessionCookie) -> Resu
 }
 
 /// Deletes up to 1000 sessions past their absolute expiry or idle for longer than
-/// `idle`, returning what it removed. Rows another transaction is already
+/// `idle` (or their user's shortest role timeout), returning what it removed. Rows another transaction is already
 /// removing are skipped, so concurrent sweeps (several instances) never report
 /// the same session twice.
 pub async fn delete_expired(
@@ -245,8 +257,11 @@ pub async fn delete_expired(
 ) -> Result<Vec<(Uuid, Uuid, ExpiredBy)>, sqlx::Error> {
     let rows: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
         "DELETE FROM sessions WHERE id IN ( \
-             SELECT id FROM sessions WHERE expires_at <= $1 OR last_seen_at < $2 \
-             LIMIT 1000 FOR UPDATE SKIP LOCKED) \
+             SELECT s.id FROM sessions s WHERE s.expires_at <= $1 OR s.last_seen_at < $2 \
+                OR s.last_seen_at < $1 - make_interval(mins => ( \
+                    SELECT min(r.session_timeout_minutes) FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+                    WHERE ur.user_id = s.user_id AND (ur.expires_at IS NULL OR ur.expires_at > $1))) \
+             LIMIT 1000 FOR UPDATE OF s SKIP LOCKED) \
          RETURNING id, user_id, expires_at <= $1",
     )
     .bind(now)

@@ -6,11 +6,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{authz, db::TenantTx};
+use crate::db::TenantTx;
 
 /// The user JSON: `id, username, email, status, role, roles, permissions,
-/// department, clearanceLevel, lastLogin, createdAt`.
-#[derive(Debug, Clone, Serialize)]
+/// department, clearanceLevel, requestedRole, lastLogin, createdAt`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub id: Uuid,
@@ -18,56 +18,95 @@ pub struct UserView {
     pub email: String,
     pub status: String,
     /// The primary (longest-held) role, if any.
+    #[sqlx(skip)]
     pub role: Option<String>,
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
     pub department: String,
     pub clearance_level: String,
+    /// What a self-registered user asked to be (seed 003), until approved.
+    pub requested_role: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_login: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(skip)]
+    pub department_id: Uuid,
+    #[serde(skip)]
+    pub clearance_rank: i32,
 }
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: Uuid,
-    username: String,
-    email: String,
-    status: String,
-    department: String,
-    clearance_level: String,
-    last_login: Option<OffsetDateTime>,
-    created_at: OffsetDateTime,
+/// The one query behind every user view; `$1` is "now" (expired role
+/// assignments do not count), and the tail adds the filter.
+macro_rules! user_view_sql {
+    ($tail:literal) => {
+        concat!(
+            "SELECT u.id, u.username, u.email, u.status, u.requested_role, u.department_id, \
+                    d.name AS department, c.name AS clearance_level, c.level AS clearance_rank, \
+                    u.last_login, u.created_at, \
+                    ARRAY(SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+                          WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > $1) \
+                          ORDER BY ur.assigned_at, r.name) AS roles, \
+                    ARRAY(SELECT DISTINCT p.name FROM user_roles ur \
+                          JOIN role_permissions rp ON rp.role_id = ur.role_id \
+                          JOIN permissions p ON p.id = rp.permission_id \
+                          WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > $1) \
+                          ORDER BY p.name) AS permissions \
+             FROM users u JOIN departments d ON d.id = u.department_id \
+             JOIN clearance_levels c ON c.id = u.clearance_level_id ",
+            $tail
+        )
+    };
+}
+
+fn finish(mut view: UserView) -> UserView {
+    view.role = view.roles.first().cloned();
+    view
 }
 
 /// Loads the view of `user_id`, with roles and permissions as of `now`.
 pub async fn load_view(tx: &mut TenantTx, user_id: Uuid, now: OffsetDateTime) -> Result<Option<UserView>, sqlx::Error> {
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT u.id, u.username, u.email, u.status, d.name AS department, c.name AS clearance_level, \
-                u.last_login, u.created_at \
-         FROM users u JOIN departments d ON d.id = u.department_id \
-         JOIN clearance_levels c ON c.id = u.clearance_level_id WHERE u.id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(tx.conn())
+    let view: Option<UserView> =
+        sqlx::query_as(user_view_sql!("WHERE u.id = $2")).bind(now).bind(user_id).fetch_optional(tx.conn()).await?;
+    Ok(view.map(finish))
+}
+
+/// Which users a listing shows.
+#[derive(Debug, Default)]
+pub struct ListFilter<'a> {
+    pub status: Option<&'a str>,
+    /// Only users after this username (lower-cased) in name order: the cursor.
+    pub after: Option<&'a str>,
+    /// Only users of this department, plus this user (a department-scoped grant).
+    pub department: Option<(Uuid, Uuid)>,
+    /// Only this user (an own-scoped grant).
+    pub only: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Lists users in name order, as of `now`.
+pub async fn list_views(
+    tx: &mut TenantTx,
+    now: OffsetDateTime,
+    filter: &ListFilter<'_>,
+) -> Result<Vec<UserView>, sqlx::Error> {
+    let views: Vec<UserView> = sqlx::query_as(user_view_sql!(
+        "WHERE ($2::text IS NULL OR u.status = $2) \
+           AND ($3::text IS NULL OR lower(u.username) > $3) \
+           AND ($4::uuid IS NULL OR u.department_id = $4 OR u.id = $5) \
+           AND ($6::uuid IS NULL OR u.id = $6) \
+         ORDER BY lower(u.username) LIMIT $7"
+    ))
+    .bind(now)
+    .bind(filter.status)
+    .bind(filter.after)
+    .bind(filter.department.map(|(department, _)| department))
+    .bind(filter.department.map(|(_, me)| me))
+    .bind(filter.only)
+    .bind(filter.limit)
+    .fetch_all(tx.conn())
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let roles = authz::effective_roles(tx, user_id, now).await?;
-    let permissions = authz::effective_permissions(tx, user_id, now).await?;
-    Ok(Some(UserView {
-        id: row.id,
-        username: row.username,
-        email: row.email,
-        status: row.status,
-        role: roles.first().cloned(),
-        roles,
-        permissions,
-        department: row.department,
-        clearance_level: row.clearance_level,
-        last_login: row.last_login,
-        created_at: row.created_at,
-    }))
+    Ok(views.into_iter().map(finish).collect())
 }
 
 /// What a login attempt needs to know about an account.

@@ -1,15 +1,126 @@
 //! Authorization: the one place access is decided.
 //!
-//! For now it answers "which roles and permissions does this user hold right now"
-//! (roles whose assignment has expired do not count). Every answer is read fresh
-//! from the database inside the caller's tenant transaction, so a change to roles
-//! or grants applies to the user's very next request. Route guards (RBAC), the
-//! clearance rule (MAC) and scopes build on these functions.
+//! - [`Subject`]: who is asking, as of this request: their department, the rank of
+//!   their clearance, and every permission they hold with its widest scope. It is
+//!   read fresh from the database on every request (no cache), so a change to
+//!   roles, grants or assignments applies to the user's very next request.
+//! - [`authorize`]: the route guard's decision. It answers a [`Permit`] or records
+//!   `rbac.denied` and refuses with 403.
+//! - [`Permit`]: proof that the route's permission was checked. Handlers of guarded
+//!   routes take it, and capability code that changes data requires it; it also
+//!   answers the finer questions (does the grant's scope cover this object? may
+//!   the holder hand this permission on?).
+//!
+//! MAC (clearance against classification) builds on [`Subject::clearance_rank`].
 
+mod permission;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::TenantTx;
+pub use permission::{Permission, Scope};
+
+use crate::{
+    audit::{self, Action, Entry, Outcome, Source},
+    auth::Authenticated,
+    db::{Database, TenantTx},
+    http::error::AppError,
+};
+
+/// The message of every permission refusal on API routes.
+pub const INSUFFICIENT: &str = "Insufficient permissions";
+
+/// The signed-in user as authorization sees them, for one request.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub department_id: Uuid,
+    pub clearance_rank: i32,
+    grants: BTreeMap<Permission, Scope>,
+}
+
+impl Subject {
+    /// Loads `who`'s department, clearance and grants at `now` in `tx`.
+    pub async fn load(tx: &mut TenantTx, who: &Authenticated, now: OffsetDateTime) -> Result<Subject, sqlx::Error> {
+        let (department_id, clearance_rank): (Uuid, i32) = sqlx::query_as(
+            "SELECT u.department_id, c.level FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
+             WHERE u.id = $1",
+        )
+        .bind(who.user_id)
+        .fetch_one(tx.conn())
+        .await?;
+        let grants = grants(tx, who.user_id, now).await?;
+        Ok(Subject {
+            tenant_id: who.tenant_id,
+            user_id: who.user_id,
+            session_id: who.session_id,
+            department_id,
+            clearance_rank,
+            grants,
+        })
+    }
+
+    /// The widest scope at which the subject holds `permission`, if at all.
+    pub fn scope_of(&self, permission: Permission) -> Option<Scope> {
+        self.grants.get(&permission).copied()
+    }
+
+    pub fn holds(&self, permission: Permission) -> bool {
+        self.grants.contains_key(&permission)
+    }
+
+    /// Whether the subject holds `permission` at `scope` or wider: the condition
+    /// for handing that grant to someone else (or taking it away).
+    pub fn may_delegate(&self, permission: Permission, scope: Scope) -> bool {
+        self.scope_of(permission).is_some_and(|held| held >= scope)
+    }
+
+    pub fn grants(&self) -> impl Iterator<Item = (Permission, Scope)> + '_ {
+        self.grants.iter().map(|(p, s)| (*p, *s))
+    }
+}
+
+/// Every permission `user_id` holds at `now` through a current role assignment,
+/// with the widest scope any of those roles grants it at.
+pub async fn grants(
+    tx: &mut TenantTx,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<BTreeMap<Permission, Scope>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT p.name, rp.scope FROM user_roles ur \
+         JOIN role_permissions rp ON rp.role_id = ur.role_id \
+         JOIN permissions p ON p.id = rp.permission_id \
+         WHERE ur.user_id = $1 AND (ur.expires_at IS NULL OR ur.expires_at > $2)",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(tx.conn())
+    .await?;
+    let mut grants = BTreeMap::new();
+    for (name, scope) in rows {
+        // Names come from the catalogue, which matches `Permission` (tested).
+        let (Some(permission), Some(scope)) = (Permission::parse(&name), Scope::parse(&scope)) else { continue };
+        let widest = grants.entry(permission).or_insert(scope);
+        *widest = (*widest).max(scope);
+    }
+    Ok(grants)
+}
+
+/// Seed 000's helper: does `user_id` hold `permission` right now (at any scope)?
+pub async fn has_permission(
+    tx: &mut TenantTx,
+    user_id: Uuid,
+    permission: Permission,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    Ok(grants(tx, user_id, now).await?.contains_key(&permission))
+}
 
 /// The names of the roles `user_id` holds at `now`, oldest assignment first (the
 /// first is the user's primary role).
@@ -29,20 +140,124 @@ pub async fn effective_roles(
     .await
 }
 
-/// The names of the permissions `user_id` holds at `now` through any current role.
-pub async fn effective_permissions(
-    tx: &mut TenantTx,
-    user_id: Uuid,
+/// Proof that a request's subject holds the permission its route requires.
+#[derive(Debug, Clone)]
+pub struct Permit {
+    subject: Arc<Subject>,
+    permission: Permission,
+    /// The route pattern and method, for the audit rows of later refusals.
+    route: Arc<str>,
+    method: Arc<str>,
+}
+
+impl Permit {
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
+    pub fn user_id(&self) -> Uuid {
+        self.subject.user_id
+    }
+
+    pub fn tenant_id(&self) -> Uuid {
+        self.subject.tenant_id
+    }
+
+    /// The permission the route required.
+    pub fn permission(&self) -> Permission {
+        self.permission
+    }
+
+    /// The scope at which the subject holds the route's permission.
+    pub fn scope(&self) -> Scope {
+        self.subject.scope_of(self.permission).unwrap_or(Scope::Own)
+    }
+
+    /// Whether this permit's scope covers an object owned by `owner` in
+    /// `department` (for a user account, the owner is the account itself).
+    pub fn covers(&self, owner: Uuid, department: Uuid) -> bool {
+        match self.scope() {
+            Scope::Tenant => true,
+            Scope::Department => department == self.subject.department_id || owner == self.subject.user_id,
+            Scope::Own => owner == self.subject.user_id,
+        }
+    }
+
+    /// Whether the scope lets the holder place objects in `department`.
+    pub fn covers_department(&self, department: Uuid) -> bool {
+        match self.scope() {
+            Scope::Tenant => true,
+            Scope::Department => department == self.subject.department_id,
+            Scope::Own => false,
+        }
+    }
+
+    /// A refusal of `reason` under this permit, to record as `rbac.denied`.
+    pub fn deny(&self, reason: &'static str, message: &'static str) -> Denial {
+        Denial { permission: self.permission, reason, message, target: None }
+    }
+}
+
+/// Why a guarded action was refused after the route's permission check passed:
+/// the object is outside the grant's scope, or a guard rail applies.
+#[derive(Debug)]
+pub struct Denial {
+    pub permission: Permission,
+    pub reason: &'static str,
+    pub message: &'static str,
+    pub target: Option<(&'static str, String)>,
+}
+
+impl Denial {
+    pub fn target(mut self, kind: &'static str, id: impl ToString) -> Self {
+        self.target = Some((kind, id.to_string()));
+        self
+    }
+}
+
+/// The route guard: a permit when `who` holds `permission` now; otherwise an
+/// `rbac.denied` row (naming the permission and the route) and a 403.
+pub async fn authorize(
+    db: &Database,
+    who: &Authenticated,
+    permission: Permission,
+    method: &str,
+    route: &str,
+    source: &Source,
     now: OffsetDateTime,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT p.name FROM user_roles ur \
-         JOIN role_permissions rp ON rp.role_id = ur.role_id \
-         JOIN permissions p ON p.id = rp.permission_id \
-         WHERE ur.user_id = $1 AND (ur.expires_at IS NULL OR ur.expires_at > $2) ORDER BY p.name",
-    )
-    .bind(user_id)
-    .bind(now)
-    .fetch_all(tx.conn())
-    .await
+) -> Result<Permit, AppError> {
+    let mut tx = db.tenant_tx(who.tenant_id, Some(who.user_id)).await?;
+    let subject = Subject::load(&mut tx, who, now).await?;
+    if subject.holds(permission) {
+        tx.commit().await?;
+        return Ok(Permit { subject: Arc::new(subject), permission, route: route.into(), method: method.into() });
+    }
+    let entry = Entry::new(Action::RbacDenied, Outcome::Fail)
+        .details(json!({ "permission": permission.as_str(), "route": route, "method": method }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Err(AppError::forbidden(INSUFFICIENT))
+}
+
+/// Records a [`Denial`] as `rbac.denied` in its own transaction (the refused
+/// change has been rolled back) and turns it into the 403 to answer.
+pub async fn refuse(db: &Database, permit: &Permit, source: &Source, denial: Denial) -> AppError {
+    let record = async {
+        let mut tx = db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        let mut entry = Entry::new(Action::RbacDenied, Outcome::Fail).details(json!({
+            "permission": denial.permission.as_str(),
+            "route": &*permit.route,
+            "method": &*permit.method,
+            "reason": denial.reason,
+        }));
+        if let Some((kind, id)) = &denial.target {
+            entry = entry.target(kind, id);
+        }
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await
+    };
+    match record.await {
+        Ok(()) => AppError::forbidden(denial.message),
+        Err(e) => e.into(),
+    }
 }

@@ -13,17 +13,23 @@ use crate::{
         password::{Passwords, check_policy},
         user::{self, CreateUserError, NewUser},
     },
-    config::Config,
+    authz::{Permission, Scope},
     db::{DbTarget, seed},
+    directory::roles,
 };
 
-pub async fn create_admin(
-    _config: &Config,
-    target: &DbTarget,
-    username: &str,
-    email: &str,
-    tenant_slug: &str,
-) -> anyhow::Result<()> {
+pub struct NewAdmin {
+    pub username: String,
+    pub email: String,
+    pub tenant: String,
+    pub role: String,
+}
+
+/// Creates an active user with `role` (which must grant `admin.manage_roles` at
+/// tenant scope) and the tenant's highest clearance level.
+pub async fn create_admin(target: &DbTarget, new_admin: &NewAdmin) -> anyhow::Result<()> {
+    let (username, email, tenant_slug) =
+        (new_admin.username.as_str(), new_admin.email.as_str(), new_admin.tenant.as_str());
     super::check_slug(tenant_slug)?;
     validate_username(username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
     validate_email(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
@@ -40,15 +46,26 @@ pub async fn create_admin(
     let hash = Passwords::new().await?.hash(&password).await?;
 
     let mut tx = db.tenant_tx(tenant.id, None).await?;
+    let role = roles::find_by_name(&mut tx, &new_admin.role).await?.with_context(|| {
+        format!("tenant {tenant_slug:?} has no role {:?}: load a preset with `fortifile seed`", new_admin.role)
+    })?;
+    if role.grants.get(&Permission::AdminManageRoles) != Some(&Scope::Tenant) {
+        bail!("the role {:?} does not grant admin.manage_roles tenant-wide, so it cannot administer", role.name);
+    }
+    let clearance: Option<String> = sqlx::query_scalar("SELECT name FROM clearance_levels ORDER BY level DESC LIMIT 1")
+        .fetch_optional(tx.conn())
+        .await?;
+    let clearance =
+        clearance.with_context(|| format!("tenant {tenant_slug:?} has no clearance levels: run `fortifile seed`"))?;
     let new = NewUser {
         username,
         email,
         password_hash: &hash,
         status: "active",
         requested_role: None,
-        role: "admin",
+        role: &role.name,
         department: seed::DEFAULT_DEPARTMENT,
-        clearance_level: "restricted",
+        clearance_level: &clearance,
     };
     let id = match user::create(&mut tx, &new).await {
         Ok(id) => id,
@@ -63,8 +80,8 @@ pub async fn create_admin(
     let entry = Entry::new(Action::UserCreate, Outcome::Success).target("user", id).details(json!({
         "via": "cli",
         "username": username,
-        "roles": ["admin"],
-        "clearanceLevel": "restricted",
+        "roles": [role.name],
+        "clearanceLevel": clearance,
     }));
     audit::record(&mut tx, &Source::default(), entry).await?;
     tx.commit().await?;

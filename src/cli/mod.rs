@@ -26,14 +26,19 @@ enum Command {
     Serve,
     /// Apply pending database migrations.
     Migrate,
-    /// Add the default roles, clearance levels and department to a tenant
-    /// (creating the tenant if needed). Never changes existing data.
+    /// Load a role preset (with the clearance levels and default department)
+    /// into a tenant, creating the tenant if needed. Adds what is missing and
+    /// never changes existing data.
     Seed {
         /// The tenant's slug.
         #[arg(long, default_value = seed::DEFAULT_TENANT)]
         tenant: String,
+        /// The preset: fortifile (admin, staff, student), compliance (seed 001's
+        /// eleven roles) or engineering (seed 003's four roles).
+        #[arg(long, default_value = seed::DEFAULT_PRESET)]
+        preset: String,
     },
-    /// Create an active administrator (role admin, clearance restricted). The
+    /// Create an active administrator with the tenant's highest clearance. The
     /// password comes from FORTIFILE_ADMIN_PASSWORD or a hidden prompt.
     CreateAdmin {
         #[arg(long)]
@@ -42,6 +47,9 @@ enum Command {
         email: String,
         #[arg(long, default_value = seed::DEFAULT_TENANT)]
         tenant: String,
+        /// The role to give (e.g. CompanyAdmin in a tenant seeded with `compliance`).
+        #[arg(long, default_value = "admin")]
+        role: String,
     },
 }
 
@@ -92,9 +100,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     let result = match command {
         Command::Serve => serve::run(&config, &target).await,
         Command::Migrate => prepare(&target).await.map(|_| println!("migrations applied")),
-        Command::Seed { tenant } => seed_tenant(&target, &tenant).await,
-        Command::CreateAdmin { username, email, tenant } => {
-            admin::create_admin(&config, &target, &username, &email, &tenant).await
+        Command::Seed { tenant, preset } => seed_tenant(&target, &tenant, &preset).await,
+        Command::CreateAdmin { username, email, tenant, role } => {
+            admin::create_admin(&target, &admin::NewAdmin { username, email, tenant, role }).await
         }
     };
     target.shutdown().await;
@@ -115,13 +123,14 @@ async fn connect(target: &DbTarget, max_connections: u32) -> anyhow::Result<Data
     Database::connect(target.app.clone(), max_connections).await
 }
 
-async fn seed_tenant(target: &DbTarget, slug: &str) -> anyhow::Result<()> {
+async fn seed_tenant(target: &DbTarget, slug: &str, preset: &str) -> anyhow::Result<()> {
     check_slug(slug)?;
+    seed::Preset::named(preset)?;
     let db = connect(target, 2).await?;
     let (tenant, created) = seed::ensure_tenant(&target.owner, slug, slug).await?;
-    let mut report = seed::apply_defaults(&db, tenant).await?;
+    let mut report = seed::apply_preset(&db, tenant, preset).await?;
     report.tenant_created = created;
-    println!("seeded tenant {slug:?}: {report}");
+    println!("seeded tenant {slug:?} with preset {preset:?}: {report}");
     db.close().await;
     Ok(())
 }

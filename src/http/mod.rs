@@ -1,13 +1,16 @@
 //! The HTTP layer: shared state, the route table, and serving.
 //!
-//! Each route states who may call it where it is declared: `public` routes need
-//! nothing, `session` routes take an [`Authenticated`](crate::auth::Authenticated)
-//! extractor (401 without a live session).
+//! Each route states who may call it where it is declared (see [`routes`]):
+//! `public` routes need nothing, `session` routes take an
+//! [`Authenticated`](crate::auth::Authenticated) extractor (401 without a live
+//! session), and `guarded` routes name the permission their guard checks.
 
 pub mod client;
 pub mod error;
+pub mod guard;
 pub mod json;
 pub mod middleware;
+pub mod params;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -17,7 +20,6 @@ use axum::{
     http::HeaderName,
     middleware::from_fn_with_state,
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -29,6 +31,7 @@ use tower_http::{
 
 use crate::{auth, auth::password::Passwords, clock::Clock, config::Config, db::Database};
 use error::AppError;
+pub use guard::{Access, RouteRule, Routes};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -42,15 +45,51 @@ pub struct AppState {
 /// JSON bodies are small; file uploads (later) set their own limit.
 const JSON_BODY_LIMIT: usize = 64 * 1024;
 
+/// Every route, with who may call it. Read a line as: method, path, rule, handler.
+fn routes(state: AppState) -> Routes {
+    use crate::{authz::Permission::*, directory::handlers as dir};
+    use axum::http::Method as M;
+    Routes::new(state)
+        .public(M::GET, "/healthz", live)
+        .public(M::GET, "/readyz", ready)
+        .public(M::POST, "/auth/register", auth::handlers::register) // FORTIFILE_REGISTRATION
+        .public(M::POST, "/auth/login", auth::handlers::login)
+        .session(M::POST, "/auth/logout", auth::handlers::logout)
+        .session(M::GET, "/me", auth::handlers::me)
+        .guarded(M::GET, "/api/users", UsersView, dir::list_users)
+        .guarded(M::POST, "/api/users", UsersCreate, dir::create_user)
+        .guarded(M::GET, "/api/users/{id}", UsersView, dir::get_user)
+        .guarded(M::PUT, "/api/users/{id}", UsersEdit, dir::update_user)
+        .guarded(M::DELETE, "/api/users/{id}", UsersDelete, dir::delete_user)
+        .guarded(M::POST, "/api/users/{id}/approve", UsersEdit, dir::approve_user)
+        .guarded(M::POST, "/api/users/{id}/reject", UsersEdit, dir::reject_user)
+        .guarded(M::POST, "/api/users/{id}/roles", AdminManageRoles, dir::assign_role)
+        .guarded(M::DELETE, "/api/users/{id}/roles/{role}", AdminManageRoles, dir::revoke_role)
+        .guarded(M::GET, "/api/roles", AdminManageRoles, dir::list_roles)
+        .guarded(M::POST, "/api/roles", AdminManageRoles, dir::create_role)
+        .guarded(M::GET, "/api/roles/{id}", AdminManageRoles, dir::get_role)
+        .guarded(M::PUT, "/api/roles/{id}", AdminManageRoles, dir::update_role)
+        .guarded(M::DELETE, "/api/roles/{id}", AdminManageRoles, dir::delete_role)
+        .guarded(M::GET, "/api/permissions", AdminManageRoles, dir::list_permissions)
+        .guarded(M::GET, "/api/departments", UsersView, dir::list_departments)
+        .guarded(M::POST, "/api/departments", AdminManageRoles, dir::create_department)
+        .guarded(M::PUT, "/api/departments/{id}", AdminManageRoles, dir::update_department)
+        .guarded(M::DELETE, "/api/departments/{id}", AdminManageRoles, dir::delete_department)
+        .guarded(M::GET, "/api/clearance-levels", UsersView, dir::list_clearances)
+        .guarded(M::POST, "/api/clearance-levels", AdminManageRoles, dir::create_clearance)
+        .guarded(M::PUT, "/api/clearance-levels/{id}", AdminManageRoles, dir::update_clearance)
+        .guarded(M::DELETE, "/api/clearance-levels/{id}", AdminManageRoles, dir::delete_clearance)
+}
+
+/// The declared routes, as data (for tests and documentation).
+pub fn route_table(state: AppState) -> Vec<RouteRule> {
+    routes(state).into_parts().1
+}
+
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/healthz", get(live)) // public
-        .route("/readyz", get(ready)) // public
-        .route("/auth/register", post(auth::handlers::register)) // public (FORTIFILE_REGISTRATION)
-        .route("/auth/login", post(auth::handlers::login)) // public
-        .route("/auth/logout", post(auth::handlers::logout)) // session
-        .route("/me", get(auth::handlers::me)) // session
+    let (routes, _) = routes(state.clone()).into_parts();
+    routes
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), middleware::csrf_guard))

@@ -270,7 +270,7 @@ impl TestApp {
     pub async fn audit(&self, action: &str) -> Vec<AuditRow> {
         let mut conn = self.owner_conn().await;
         sqlx::query_as(
-            "SELECT result, user_id, host(ip) AS ip, user_agent, details, tenant_id FROM audit_logs \
+            "SELECT result, user_id, host(ip) AS ip, user_agent, details, tenant_id, target_id FROM audit_logs \
              WHERE action = $1 ORDER BY created_at, id",
         )
         .bind(action)
@@ -289,6 +289,100 @@ impl TestApp {
     }
 }
 
+/// The Argon2 hash of [`PASSWORD`], computed once per test process.
+async fn password_hash(app: &TestApp) -> String {
+    static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    HASH.get_or_init(|| async {
+        let secret = secrecy::SecretString::from(PASSWORD.to_string());
+        app.state.passwords.hash(&secret).await.unwrap()
+    })
+    .await
+    .clone()
+}
+
+impl TestApp {
+    /// Creates an active user in the default tenant directly (as the CLI would),
+    /// with password [`PASSWORD`].
+    pub async fn create_user(&self, username: &str, role: &str, department: &str, clearance: &str) -> Uuid {
+        let hash = password_hash(self).await;
+        let mut tx = self.db.tenant_tx(self.default_tenant, None).await.unwrap();
+        let new = fortifile::auth::user::NewUser {
+            username,
+            email: &format!("{username}@example.org"),
+            password_hash: &hash,
+            status: "active",
+            requested_role: None,
+            role,
+            department,
+            clearance_level: clearance,
+        };
+        let id = fortifile::auth::user::create(&mut tx, &new).await.unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+
+    /// Signs `username` in with a client of its own.
+    pub async fn session(&self, username: &str) -> Session {
+        let client = new_client();
+        let csrf = self.login_as(&client, username).await;
+        Session { client, csrf, base: self.base.clone() }
+    }
+
+    /// A new user with `role` (General department, `clearance`), signed in.
+    pub async fn signed_in_as(&self, username: &str, role: &str, clearance: &str) -> Session {
+        self.create_user(username, role, "General", clearance).await;
+        self.session(username).await
+    }
+
+    /// An administrator (role admin, clearance restricted), signed in.
+    pub async fn admin(&self) -> Session {
+        self.signed_in_as("root", "admin", "restricted").await
+    }
+
+    /// How many audit rows of `action` exist.
+    pub async fn audit_count(&self, action: &str) -> usize {
+        self.audit(action).await.len()
+    }
+}
+
+/// A signed-in client and its CSRF token.
+pub struct Session {
+    pub client: Client,
+    pub csrf: String,
+    pub base: String,
+}
+
+impl Session {
+    /// Sends `method path` with an optional JSON body and the CSRF header;
+    /// returns the status and the JSON body (`Null` when empty).
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).header("x-csrf-token", &self.csrf);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+}
+
 #[derive(Debug, sqlx::FromRow)]
 pub struct AuditRow {
     pub result: String,
@@ -297,6 +391,7 @@ pub struct AuditRow {
     pub user_agent: Option<String>,
     pub details: Value,
     pub tenant_id: Uuid,
+    pub target_id: Option<String>,
 }
 
 pub fn new_client() -> Client {

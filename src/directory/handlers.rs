@@ -1,0 +1,236 @@
+//! HTTP handlers for `/api/users`, `/api/roles`, `/api/permissions`,
+//! `/api/departments` and `/api/clearance-levels`: parse, call the capability,
+//! shape the answer. Each takes the [`Permit`] its route's guard issued.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{attributes, roles, users};
+use crate::{
+    authz::Permit,
+    http::{
+        AppState,
+        client::ClientSource,
+        error::AppError,
+        json::ApiJson,
+        params::{ApiPath, ApiQuery},
+    },
+};
+
+type Answer = Result<Response, AppError>;
+
+fn created(key: &str, value: impl serde::Serialize) -> Answer {
+    Ok((StatusCode::CREATED, Json(json!({ key: value }))).into_response())
+}
+
+fn ok(key: &str, value: impl serde::Serialize) -> Answer {
+    Ok(Json(json!({ key: value })).into_response())
+}
+
+fn no_content() -> Answer {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list_users(State(s): State<AppState>, permit: Permit, ApiQuery(q): ApiQuery<users::ListQuery>) -> Answer {
+    let (list, next) = users::list(&s, &permit, q).await?;
+    Ok(Json(json!({ "users": list, "nextCursor": next })).into_response())
+}
+
+pub async fn get_user(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    ok("user", users::get(&s, &permit, &src, id).await?)
+}
+
+pub async fn create_user(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiJson(input): ApiJson<users::CreateUser>,
+) -> Answer {
+    created("user", users::create(&s, &permit, &src, input).await?)
+}
+
+pub async fn update_user(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<users::UpdateUser>,
+) -> Answer {
+    ok("user", users::update(&s, &permit, &src, id, input).await?)
+}
+
+pub async fn delete_user(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    users::delete(&s, &permit, &src, id).await?;
+    no_content()
+}
+
+pub async fn assign_role(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<users::AssignRole>,
+) -> Answer {
+    let (user, new) = users::assign_role(&s, &permit, &src, id, input).await?;
+    if new { created("user", user) } else { ok("user", user) }
+}
+
+pub async fn revoke_role(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath((id, role)): ApiPath<(Uuid, String)>,
+) -> Answer {
+    users::revoke_role(&s, &permit, &src, id, &role).await?;
+    no_content()
+}
+
+pub async fn approve_user(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+    body: Bytes,
+) -> Answer {
+    // The body is optional: `{"role": ...}` or nothing.
+    let input = if body.iter().all(u8::is_ascii_whitespace) {
+        users::Approve::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::invalid("body", e.to_string()))?
+    };
+    ok("user", users::approve(&s, &permit, &src, id, input).await?)
+}
+
+pub async fn reject_user(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    users::reject(&s, &permit, &src, id).await?;
+    no_content()
+}
+
+pub async fn list_roles(State(s): State<AppState>, permit: Permit) -> Answer {
+    ok("roles", roles::list(&s, &permit).await?)
+}
+
+pub async fn get_role(State(s): State<AppState>, permit: Permit, ApiPath(id): ApiPath<Uuid>) -> Answer {
+    ok("role", roles::get(&s, &permit, id).await?)
+}
+
+pub async fn create_role(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiJson(input): ApiJson<roles::CreateRole>,
+) -> Answer {
+    created("role", roles::create(&s, &permit, &src, input).await?)
+}
+
+pub async fn update_role(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<roles::UpdateRole>,
+) -> Answer {
+    ok("role", roles::update(&s, &permit, &src, id, input).await?)
+}
+
+pub async fn delete_role(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    roles::delete(&s, &permit, &src, id).await?;
+    no_content()
+}
+
+pub async fn list_permissions(State(s): State<AppState>, permit: Permit) -> Answer {
+    ok("permissions", roles::catalogue(&s, &permit).await?)
+}
+
+pub async fn list_departments(State(s): State<AppState>, permit: Permit) -> Answer {
+    ok("departments", attributes::list_departments(&s, &permit).await?)
+}
+
+pub async fn create_department(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiJson(input): ApiJson<attributes::DepartmentInput>,
+) -> Answer {
+    created("department", attributes::create_department(&s, &permit, &src, input).await?)
+}
+
+pub async fn update_department(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<attributes::DepartmentInput>,
+) -> Answer {
+    ok("department", attributes::update_department(&s, &permit, &src, id, input).await?)
+}
+
+pub async fn delete_department(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    attributes::delete_department(&s, &permit, &src, id).await?;
+    no_content()
+}
+
+pub async fn list_clearances(State(s): State<AppState>, permit: Permit) -> Answer {
+    ok("clearanceLevels", attributes::list_clearances(&s, &permit).await?)
+}
+
+pub async fn create_clearance(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiJson(input): ApiJson<attributes::ClearanceInput>,
+) -> Answer {
+    created("clearanceLevel", attributes::create_clearance(&s, &permit, &src, input).await?)
+}
+
+pub async fn update_clearance(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<attributes::ClearanceInput>,
+) -> Answer {
+    ok("clearanceLevel", attributes::update_clearance(&s, &permit, &src, id, input).await?)
+}
+
+pub async fn delete_clearance(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    attributes::delete_clearance(&s, &permit, &src, id).await?;
+    no_content()
+}

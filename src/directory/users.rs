@@ -1,0 +1,685 @@
+//! User accounts: `/api/users` (seed 002), role assignment, and approval of
+//! self-registered accounts (seed 003).
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    Attempt, Refused,
+    roles::{self, NamedRole},
+};
+use crate::{
+    audit::{self, Action, Entry, Outcome, Source},
+    auth::{
+        account::{validate_email, validate_username},
+        password::check_policy,
+        user::{self, CreateUserError, ListFilter, NewUser, UserView},
+    },
+    authz::{self, Permit, Scope},
+    db::TenantTx,
+    http::{AppState, error::AppError},
+};
+
+const STATUSES: &[&str] = &["active", "inactive", "suspended", "pending"];
+
+fn clean_status(status: &str) -> Result<&'static str, AppError> {
+    STATUSES
+        .iter()
+        .copied()
+        .find(|s| *s == status)
+        .ok_or_else(|| AppError::invalid("status", "must be active, inactive, suspended or pending"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The `nextCursor` of the previous page.
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// A page of users within the caller's `users.view` scope, and the cursor of the
+/// next page when there is one.
+pub async fn list(
+    state: &AppState,
+    permit: &Permit,
+    query: ListQuery,
+) -> Result<(Vec<UserView>, Option<String>), AppError> {
+    let status = query.status.as_deref().map(clean_status).transpose()?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(AppError::invalid("limit", "must be between 1 and 500"));
+    }
+    let subject = permit.subject();
+    let filter = ListFilter {
+        status,
+        after: query.after.as_deref(),
+        department: (permit.scope() == Scope::Department).then_some((subject.department_id, subject.user_id)),
+        only: (permit.scope() == Scope::Own).then_some(subject.user_id),
+        limit: limit + 1,
+    };
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let mut users = user::list_views(&mut tx, state.clock.now(), &filter).await?;
+    tx.commit().await?;
+    let next = if users.len() as i64 > limit {
+        users.truncate(limit as usize);
+        users.last().map(|u| u.username.to_lowercase())
+    } else {
+        None
+    };
+    Ok((users, next))
+}
+
+pub async fn get(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<UserView, AppError> {
+    let outcome = async {
+        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        let view = in_scope(&mut tx, permit, id, state.clock.now()).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+    .await;
+    super::settle(state, permit, source, outcome).await
+}
+
+/// The user `id`, if it exists (404) and the permit's scope covers it (403).
+async fn in_scope(tx: &mut TenantTx, permit: &Permit, id: Uuid, now: OffsetDateTime) -> Attempt<UserView> {
+    let view = user::load_view(tx, id, now).await?.ok_or(AppError::NotFound)?;
+    if !permit.covers(view.id, view.department_id) {
+        return Err(permit.deny("outside_scope", authz::INSUFFICIENT).target("user", id).into());
+    }
+    Ok(view)
+}
+
+/// The user `id`, in scope, and one the caller may manage: no clearance above
+/// the caller's and no permission the caller could not grant. The caller
+/// themselves only where `allow_self` (status and deletion; never roles,
+/// clearance, department or password).
+async fn manageable(
+    tx: &mut TenantTx,
+    permit: &Permit,
+    id: Uuid,
+    now: OffsetDateTime,
+    allow_self: bool,
+) -> Attempt<UserView> {
+    let view = in_scope(tx, permit, id, now).await?;
+    if view.id == permit.user_id() && !allow_self {
+        return Err(self_change(permit, id));
+    }
+    let subject = permit.subject();
+    let grants = authz::grants(tx, id, now).await?;
+    if view.clearance_rank > subject.clearance_rank || !roles::within_own(subject, &grants) {
+        let denial = permit.deny("target_outranks", "You cannot manage a user with more access than you");
+        return Err(denial.target("user", id).into());
+    }
+    Ok(view)
+}
+
+fn self_change(permit: &Permit, id: Uuid) -> Refused {
+    permit
+        .deny("self_change", "You cannot change your own roles, clearance, department or password here")
+        .target("user", id)
+        .into()
+}
+
+/// The role `name` (422 when unknown), if the caller could grant all of it.
+async fn grantable_role(tx: &mut TenantTx, permit: &Permit, name: &str) -> Attempt<NamedRole> {
+    let role = roles::find_by_name(tx, name.trim())
+        .await?
+        .ok_or_else(|| AppError::invalid("role", format!("no role named {:?}", name.trim())))?;
+    if !roles::within_own(permit.subject(), &role.grants) {
+        return Err(permit
+            .deny("grant_exceeds_own", "You cannot assign a role with permissions you do not hold")
+            .into());
+    }
+    Ok(role)
+}
+
+/// A department by name (422 when unknown) that the permit may place users in.
+async fn placeable_department(tx: &mut TenantTx, permit: &Permit, name: &str) -> Attempt<(Uuid, String)> {
+    let found: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, name FROM departments WHERE lower(name) = lower($1)")
+            .bind(name.trim())
+            .fetch_optional(tx.conn())
+            .await?;
+    let (id, name) =
+        found.ok_or_else(|| AppError::invalid("department", format!("no department named {:?}", name.trim())))?;
+    if !permit.covers_department(id) {
+        return Err(permit.deny("outside_scope", "You cannot place users in that department").into());
+    }
+    Ok((id, name))
+}
+
+/// A clearance level by name (422 when unknown) no higher than the caller's own.
+async fn grantable_clearance(tx: &mut TenantTx, permit: &Permit, name: &str) -> Attempt<(Uuid, String, i32)> {
+    let found: Option<(Uuid, String, i32)> =
+        sqlx::query_as("SELECT id, name, level FROM clearance_levels WHERE lower(name) = lower($1)")
+            .bind(name.trim())
+            .fetch_optional(tx.conn())
+            .await?;
+    let level = found
+        .ok_or_else(|| AppError::invalid("clearanceLevel", format!("no clearance level named {:?}", name.trim())))?;
+    if level.2 > permit.subject().clearance_rank {
+        return Err(permit.deny("clearance_above_own", "You cannot grant a clearance above your own").into());
+    }
+    Ok(level)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: String,
+    pub email: String,
+    pub password: SecretString,
+    pub role: String,
+    pub department: String,
+    pub clearance_level: String,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+pub async fn create(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    input: CreateUser,
+) -> Result<UserView, AppError> {
+    let outcome = create_attempt(state, permit, source, input).await;
+    super::settle(state, permit, source, outcome).await
+}
+
+async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, input: CreateUser) -> Attempt<UserView> {
+    let username = input.username.trim();
+    let email = input.email.trim();
+    validate_username(username)?;
+    validate_email(email)?;
+    check_policy(&input.password, username, email).map_err(|v| AppError::invalid("password", v.0))?;
+    let status = clean_status(input.status.as_deref().unwrap_or("active"))?;
+
+    let hash = state.passwords.hash(&input.password).await?;
+
+    let now = state.clock.now();
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let role = grantable_role(&mut tx, permit, &input.role).await?;
+    let (_, department) = placeable_department(&mut tx, permit, &input.department).await?;
+    let (_, clearance, _) = grantable_clearance(&mut tx, permit, &input.clearance_level).await?;
+    let new = NewUser {
+        username,
+        email,
+        password_hash: &hash,
+        status,
+        requested_role: None,
+        role: &role.name,
+        department: &department,
+        clearance_level: &clearance,
+    };
+    let id = match user::create(&mut tx, &new).await {
+        Ok(id) => id,
+        Err(CreateUserError::Duplicate) => {
+            return Err(AppError::Conflict("That username or email is already taken".into()).into());
+        }
+        Err(CreateUserError::MissingReference(kind, name)) => {
+            return Err(AppError::invalid("body", format!("no {kind} named {name:?}")).into());
+        }
+        Err(CreateUserError::Db(e)) => return Err(e.into()),
+    };
+    let entry = Entry::new(Action::UserCreate, Outcome::Success).target("user", id).details(json!({
+        "after": {
+            "username": username,
+            "email": email,
+            "roles": [role.name],
+            "department": department,
+            "clearanceLevel": clearance,
+            "status": status,
+        }
+    }));
+    audit::record(&mut tx, source, entry).await?;
+    let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// Replaces every role the user holds with this one.
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub clearance_level: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+impl UpdateUser {
+    /// Whether the body touches what nobody may change about themselves.
+    fn touches_access(&self) -> bool {
+        self.password.is_some() || self.role.is_some() || self.department.is_some() || self.clearance_level.is_some()
+    }
+}
+
+pub async fn update(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    id: Uuid,
+    input: UpdateUser,
+) -> Result<UserView, AppError> {
+    let outcome = update_attempt(state, permit, source, id, input).await;
+    super::settle(state, permit, source, outcome).await
+}
+
+async fn update_attempt(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    id: Uuid,
+    input: UpdateUser,
+) -> Attempt<UserView> {
+    let now = state.clock.now();
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    super::lock_administration(&mut tx).await?;
+    if id == permit.user_id() && input.touches_access() {
+        return Err(self_change(permit, id));
+    }
+    let before = manageable(&mut tx, permit, id, now, true).await?;
+    let admins_before = super::administrator_count(&mut tx, now).await?;
+    let mut changes = Map::new();
+    let mut change = |field: &str, before: &str, after: &str| {
+        if before != after {
+            changes.insert(field.into(), json!({ "before": before, "after": after }));
+        }
+    };
+
+    let username = match &input.username {
+        Some(u) => {
+            validate_username(u.trim())?;
+            u.trim().to_string()
+        }
+        None => before.username.clone(),
+    };
+    change("username", &before.username, &username);
+    let email = match &input.email {
+        Some(e) => {
+            validate_email(e.trim())?;
+            e.trim().to_string()
+        }
+        None => before.email.clone(),
+    };
+    change("email", &before.email, &email);
+    let department = match &input.department {
+        Some(name) => placeable_department(&mut tx, permit, name).await?,
+        None => (before.department_id, before.department.clone()),
+    };
+    change("department", &before.department, &department.1);
+    let clearance = match &input.clearance_level {
+        Some(name) => Some(grantable_clearance(&mut tx, permit, name).await?),
+        None => None,
+    };
+    if let Some((_, name, _)) = &clearance {
+        change("clearanceLevel", &before.clearance_level, name);
+    }
+    let status = match &input.status {
+        Some(s) => clean_status(s)?,
+        None => clean_status(&before.status)?,
+    };
+    let suspending = status == "suspended" && before.status != "suspended";
+    if !suspending {
+        change("status", &before.status, status);
+    }
+    let password_hash = match &input.password {
+        Some(pw) => {
+            check_policy(pw, &username, &email).map_err(|v| AppError::invalid("password", v.0))?;
+            Some(state.passwords.hash(pw).await?)
+        }
+        None => None,
+    };
+
+    let updated = sqlx::query(
+        "UPDATE users SET username = $2, email = $3, department_id = $4, \
+             clearance_level_id = COALESCE($5, clearance_level_id), status = $6, \
+             password_hash = COALESCE($7, password_hash) \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&username)
+    .bind(&email)
+    .bind(department.0)
+    .bind(clearance.as_ref().map(|c| c.0))
+    .bind(status)
+    .bind(password_hash.as_deref())
+    .execute(tx.conn())
+    .await;
+    super::conflict_on_duplicate(updated, "That username or email is already taken")?;
+    if password_hash.is_some() {
+        // A reset password ends every session opened with the old one.
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id).execute(tx.conn()).await?;
+        changes.insert("password".into(), json!("changed"));
+    }
+    if !changes.is_empty() {
+        let entry = Entry::new(Action::UserUpdate, Outcome::Success)
+            .target("user", id)
+            .details(json!({ "username": username, "changes": changes }));
+        audit::record(&mut tx, source, entry).await?;
+    }
+    if suspending {
+        let entry = Entry::new(Action::UserSuspend, Outcome::Success).target("user", id).details(json!({
+            "username": username,
+            "before": { "status": before.status },
+            "after": { "status": "suspended" },
+        }));
+        audit::record(&mut tx, source, entry).await?;
+    }
+    if let Some(role) = &input.role {
+        let role = grantable_role(&mut tx, permit, role).await?;
+        replace_roles(&mut tx, permit, source, id, &role).await?;
+    }
+
+    let action = if suspending {
+        Action::UserSuspend
+    } else if input.role.is_some() {
+        Action::RoleRevoke
+    } else {
+        Action::UserUpdate
+    };
+    super::keep_an_administrator(&mut tx, admins_before, now, action, ("user", id)).await?;
+    let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// Makes `role` the user's only role, auditing each assignment and revocation.
+async fn replace_roles(
+    tx: &mut TenantTx,
+    permit: &Permit,
+    source: &Source,
+    user_id: Uuid,
+    role: &NamedRole,
+) -> Attempt<()> {
+    let held: Vec<(Uuid, String, Option<OffsetDateTime>)> = sqlx::query_as(
+        "SELECT r.id, r.name, ur.expires_at FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(tx.conn())
+    .await?;
+    for (old_id, old_name, expires_at) in &held {
+        if *old_id == role.id {
+            continue;
+        }
+        let grants = roles::grants_of(tx, *old_id).await?;
+        if !roles::within_own(permit.subject(), &grants) {
+            let denial = permit.deny("grant_exceeds_own", "You cannot revoke a role with permissions you do not hold");
+            return Err(denial.target("user", user_id).into());
+        }
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role_id = $2")
+            .bind(user_id)
+            .bind(old_id)
+            .execute(tx.conn())
+            .await?;
+        let entry = Entry::new(Action::RoleRevoke, Outcome::Success).target("user", user_id).details(json!({
+            "role": old_name,
+            "before": { "expiresAt": rfc3339(*expires_at) },
+            "after": null,
+        }));
+        audit::record(tx, source, entry).await?;
+    }
+    let previous = held.iter().find(|(id, _, _)| *id == role.id).map(|(_, _, e)| *e);
+    if previous != Some(None) {
+        assign(tx, permit, user_id, role.id, None).await?;
+        let entry = Entry::new(Action::RoleAssign, Outcome::Success).target("user", user_id).details(json!({
+            "role": role.name,
+            "before": previous.map(|e| json!({ "expiresAt": rfc3339(e) })),
+            "after": { "expiresAt": null },
+        }));
+        audit::record(tx, source, entry).await?;
+    }
+    Ok(())
+}
+
+async fn assign(
+    tx: &mut TenantTx,
+    permit: &Permit,
+    user_id: Uuid,
+    role_id: Uuid,
+    expires_at: Option<OffsetDateTime>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_by, expires_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (user_id, role_id) DO UPDATE \
+         SET assigned_by = EXCLUDED.assigned_by, expires_at = EXCLUDED.expires_at, assigned_at = now()",
+    )
+    .bind(permit.tenant_id())
+    .bind(user_id)
+    .bind(role_id)
+    .bind(permit.user_id())
+    .bind(expires_at)
+    .execute(tx.conn())
+    .await
+    .map(|_| ())
+}
+
+fn rfc3339(t: Option<OffsetDateTime>) -> Value {
+    match t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+        Some(s) => Value::String(s),
+        None => Value::Null,
+    }
+}
+
+pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
+    let outcome = async {
+        let now = state.clock.now();
+        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        super::lock_administration(&mut tx).await?;
+        let before = manageable(&mut tx, permit, id, now, true).await?;
+        let admins_before = super::administrator_count(&mut tx, now).await?;
+        sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await?;
+        super::keep_an_administrator(&mut tx, admins_before, now, Action::UserDelete, ("user", id)).await?;
+        let entry = Entry::new(Action::UserDelete, Outcome::Success).target("user", id).details(json!({
+            "before": snapshot(&before)
+        }));
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    super::settle(state, permit, source, outcome).await
+}
+
+fn snapshot(view: &UserView) -> Value {
+    json!({
+        "username": view.username,
+        "email": view.email,
+        "status": view.status,
+        "roles": view.roles,
+        "department": view.department,
+        "clearanceLevel": view.clearance_level,
+        "requestedRole": view.requested_role,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignRole {
+    pub role: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Gives the user a role (or changes the expiry of one they hold). True when the
+/// assignment is new.
+pub async fn assign_role(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    id: Uuid,
+    input: AssignRole,
+) -> Result<(UserView, bool), AppError> {
+    let outcome = async {
+        let now = state.clock.now();
+        if input.expires_at.is_some_and(|e| e <= now) {
+            return Err(AppError::invalid("expiresAt", "must be in the future").into());
+        }
+        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        super::lock_administration(&mut tx).await?;
+        manageable(&mut tx, permit, id, now, false).await?;
+        let role = grantable_role(&mut tx, permit, &input.role).await?;
+        let before: Option<Option<OffsetDateTime>> =
+            sqlx::query_scalar("SELECT expires_at FROM user_roles WHERE user_id = $1 AND role_id = $2")
+                .bind(id)
+                .bind(role.id)
+                .fetch_optional(tx.conn())
+                .await?;
+        assign(&mut tx, permit, id, role.id, input.expires_at).await?;
+        let entry = Entry::new(Action::RoleAssign, Outcome::Success).target("user", id).details(json!({
+            "role": role.name,
+            "before": before.map(|e| json!({ "expiresAt": rfc3339(e) })),
+            "after": { "expiresAt": rfc3339(input.expires_at) },
+        }));
+        audit::record(&mut tx, source, entry).await?;
+        let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
+        tx.commit().await?;
+        Ok((view, before.is_none()))
+    }
+    .await;
+    super::settle(state, permit, source, outcome).await
+}
+
+pub async fn revoke_role(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    id: Uuid,
+    role_name: &str,
+) -> Result<(), AppError> {
+    let outcome = async {
+        let now = state.clock.now();
+        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        super::lock_administration(&mut tx).await?;
+        manageable(&mut tx, permit, id, now, false).await?;
+        let role = roles::find_by_name(&mut tx, role_name).await?.ok_or(AppError::NotFound)?;
+        if !roles::within_own(permit.subject(), &role.grants) {
+            let denial = permit.deny("grant_exceeds_own", "You cannot revoke a role with permissions you do not hold");
+            return Err(Refused::Denied(denial.target("user", id)));
+        }
+        let admins_before = super::administrator_count(&mut tx, now).await?;
+        let removed: Option<Option<OffsetDateTime>> =
+            sqlx::query_scalar("DELETE FROM user_roles WHERE user_id = $1 AND role_id = $2 RETURNING expires_at")
+                .bind(id)
+                .bind(role.id)
+                .fetch_optional(tx.conn())
+                .await?;
+        let Some(expires_at) = removed else { return Err(AppError::NotFound.into()) };
+        super::keep_an_administrator(&mut tx, admins_before, now, Action::RoleRevoke, ("user", id)).await?;
+        let entry = Entry::new(Action::RoleRevoke, Outcome::Success).target("user", id).details(json!({
+            "role": role.name,
+            "before": { "expiresAt": rfc3339(expires_at) },
+            "after": null,
+        }));
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    super::settle(state, permit, source, outcome).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// Activates a pending account with `role`, else the role it asked for when that
+/// exists, else the role it registered with.
+pub async fn approve(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    id: Uuid,
+    input: Approve,
+) -> Result<UserView, AppError> {
+    let outcome = async {
+        let now = state.clock.now();
+        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        super::lock_administration(&mut tx).await?;
+        let before = pending(&mut tx, permit, id, now).await?;
+        let requested = match &before.requested_role {
+            Some(r) => roles::find_by_name(&mut tx, r).await?.map(|r| r.name),
+            None => None,
+        };
+        let role_name = input.role.clone().or(requested).or_else(|| before.role.clone());
+        let Some(role_name) = role_name else {
+            return Err(AppError::invalid("role", "name the role to give this account").into());
+        };
+        let role = grantable_role(&mut tx, permit, &role_name).await?;
+        sqlx::query("UPDATE users SET status = 'active', requested_role = NULL WHERE id = $1")
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        let held: Vec<Uuid> = sqlx::query_scalar("SELECT role_id FROM user_roles WHERE user_id = $1")
+            .bind(id)
+            .fetch_all(tx.conn())
+            .await?;
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role_id <> $2")
+            .bind(id)
+            .bind(role.id)
+            .execute(tx.conn())
+            .await?;
+        if !held.contains(&role.id) {
+            assign(&mut tx, permit, id, role.id, None).await?;
+        }
+        let entry = Entry::new(Action::UserApprove, Outcome::Success).target("user", id).details(json!({
+            "username": before.username,
+            "requestedRole": before.requested_role,
+            "before": { "status": before.status, "roles": before.roles },
+            "after": { "status": "active", "roles": [role.name] },
+        }));
+        audit::record(&mut tx, source, entry).await?;
+        let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
+        tx.commit().await?;
+        Ok(view)
+    }
+    .await;
+    super::settle(state, permit, source, outcome).await
+}
+
+/// Deletes a pending account; the audit row keeps what it was.
+pub async fn reject(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
+    let outcome = async {
+        let now = state.clock.now();
+        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        let before = pending(&mut tx, permit, id, now).await?;
+        sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await?;
+        let entry = Entry::new(Action::UserReject, Outcome::Success).target("user", id).details(json!({
+            "before": snapshot(&before)
+        }));
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    super::settle(state, permit, source, outcome).await
+}
+
+async fn pending(tx: &mut TenantTx, permit: &Permit, id: Uuid, now: OffsetDateTime) -> Attempt<UserView> {
+    let view = manageable(tx, permit, id, now, false).await?;
+    if view.status != "pending" {
+        return Err(Refused::App(AppError::Conflict("This account is not waiting for approval".into())));
+    }
+    Ok(view)
+}
