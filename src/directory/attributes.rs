@@ -2,8 +2,11 @@
 //! `/api/clearance-levels`, each with `userCount`.
 //!
 //! A clearance level's `level` is its rank for mandatory access control, so
-//! levels are guarded like clearances: nobody creates, changes or deletes a
-//! level ranked above their own clearance, nor re-ranks the level they hold.
+//! re-ranking is guarded like a clearance: the old and the new rank must both be
+//! at or below the caller's own, and nobody re-ranks the level they hold.
+//! Creating a level (at any free rank) or deleting an unused one changes nobody's
+//! access: a new level is held by no one, and only people cleared at or above it
+//! can give it to anyone.
 //! The department, clearance level and role that registration gives new
 //! accounts cannot be renamed or deleted.
 
@@ -188,10 +191,10 @@ fn clean_level(level: i32) -> Result<i32, AppError> {
     if (1..=100).contains(&level) { Ok(level) } else { Err(AppError::invalid("level", "must be between 1 and 100")) }
 }
 
-/// Refuses (as `rbac.denied`) work on a level ranked above the caller's clearance.
+/// Refuses (as `rbac.denied`) re-ranking across the caller's own clearance.
 fn within_clearance(permit: &Permit, ranks: &[i32]) -> Attempt<()> {
     if ranks.iter().any(|r| *r > permit.subject().clearance_rank) {
-        return Err(permit.deny("clearance_above_own", "You cannot manage clearance levels above your own").into());
+        return Err(permit.deny("clearance_above_own", "You cannot re-rank clearance levels above your own").into());
     }
     Ok(())
 }
@@ -207,7 +210,6 @@ pub async fn create_clearance(
         let level = clean_level(input.level.ok_or_else(|| AppError::invalid("level", "is required"))?)?;
         let description = clean_description(input.description.as_deref().unwrap_or(""))?;
         let color = clean_color(input.color.as_deref().unwrap_or("#64748b"))?;
-        within_clearance(permit, &[level])?;
         let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
         let inserted = sqlx::query_scalar(
             "INSERT INTO clearance_levels (tenant_id, name, description, level, color) \
@@ -255,7 +257,9 @@ pub async fn update_clearance(
             Some(l) => clean_level(l)?,
             None => before.level,
         };
-        within_clearance(permit, &[before.level, level])?;
+        if level != before.level {
+            within_clearance(permit, &[before.level, level])?;
+        }
         if level != before.level && before.level == permit.subject().clearance_rank {
             let own: Option<Uuid> =
                 sqlx::query_scalar("SELECT clearance_level_id FROM users WHERE id = $1 AND clearance_level_id = $2")
@@ -314,7 +318,6 @@ pub async fn delete_clearance(state: &AppState, permit: &Permit, source: &Source
         if before.name.eq_ignore_ascii_case(DEFAULT_CLEARANCE) {
             return Err(registration_default("clearance level", DEFAULT_CLEARANCE, "deleted").into());
         }
-        within_clearance(permit, &[before.level])?;
         if before.user_count > 0 {
             return Err(still_used("clearance level", before.user_count).into());
         }
