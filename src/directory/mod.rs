@@ -7,7 +7,8 @@
 //! administrator) roll the change back and are recorded by [`settle`].
 //!
 //! Guard rails, enforced here for every caller:
-//! - nobody changes their own roles, clearance, department or status;
+//! - nobody changes their own roles, clearance, department or password (status
+//!   and deletion of oneself are allowed, under the last-administrator rule);
 //! - nobody grants, revokes, or assigns a permission (or a role carrying one)
 //!   they do not hold themselves at the same or a wider scope, nor a clearance
 //!   above their own;
