@@ -12,7 +12,7 @@ use axum::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{attributes, roles, users};
+use super::{attributes, membership, roles, users};
 use crate::{
     authz::Permit,
     http::{
@@ -86,9 +86,9 @@ pub async fn assign_role(
     ClientSource(src): ClientSource,
     permit: Permit,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(input): ApiJson<users::AssignRole>,
+    ApiJson(input): ApiJson<membership::AssignRole>,
 ) -> Answer {
-    let (user, new) = users::assign_role(&s, &permit, &src, id, input).await?;
+    let (user, new) = membership::assign_role(&s, &permit, &src, id, input).await?;
     if new { created("user", user) } else { ok("user", user) }
 }
 
@@ -98,7 +98,7 @@ pub async fn revoke_role(
     permit: Permit,
     ApiPath((id, role)): ApiPath<(Uuid, String)>,
 ) -> Answer {
-    users::revoke_role(&s, &permit, &src, id, &role).await?;
+    membership::revoke_role(&s, &permit, &src, id, &role).await?;
     no_content()
 }
 
@@ -111,11 +111,11 @@ pub async fn approve_user(
 ) -> Answer {
     // The body is optional: `{"role": ...}` or nothing.
     let input = if body.iter().all(u8::is_ascii_whitespace) {
-        users::Approve::default()
+        membership::Approve::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| AppError::invalid("body", e.to_string()))?
     };
-    ok("user", users::approve(&s, &permit, &src, id, input).await?)
+    ok("user", membership::approve(&s, &permit, &src, id, input).await?)
 }
 
 pub async fn reject_user(
@@ -124,7 +124,7 @@ pub async fn reject_user(
     permit: Permit,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    users::reject(&s, &permit, &src, id).await?;
+    membership::reject(&s, &permit, &src, id).await?;
     no_content()
 }
 

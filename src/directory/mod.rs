@@ -17,6 +17,7 @@
 
 pub mod attributes;
 pub mod handlers;
+pub mod membership;
 pub mod roles;
 pub mod users;
 

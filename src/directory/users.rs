@@ -1,5 +1,5 @@
-//! User accounts: `/api/users` (seed 002), role assignment, and approval of
-//! self-registered accounts (seed 003).
+//! User accounts: `/api/users` (seed 002). Role assignment and approval of
+//! self-registered accounts are in `membership`.
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -101,7 +101,7 @@ async fn in_scope(tx: &mut TenantTx, permit: &Permit, id: Uuid, now: OffsetDateT
 /// the caller's and no permission the caller could not grant. The caller
 /// themselves only where `allow_self` (status and deletion; never roles,
 /// clearance, department or password).
-async fn manageable(
+pub(super) async fn manageable(
     tx: &mut TenantTx,
     permit: &Permit,
     id: Uuid,
@@ -129,7 +129,7 @@ fn self_change(permit: &Permit, id: Uuid) -> Refused {
 }
 
 /// The role `name` (422 when unknown), if the caller could grant all of it.
-async fn grantable_role(tx: &mut TenantTx, permit: &Permit, name: &str) -> Attempt<NamedRole> {
+pub(super) async fn grantable_role(tx: &mut TenantTx, permit: &Permit, name: &str) -> Attempt<NamedRole> {
     let role = roles::find_by_name(tx, name.trim())
         .await?
         .ok_or_else(|| AppError::invalid("role", format!("no role named {:?}", name.trim())))?;
@@ -386,7 +386,7 @@ async fn update_attempt(
     }
     if let Some(role) = &input.role {
         let role = grantable_role(&mut tx, permit, role).await?;
-        replace_roles(&mut tx, permit, source, id, &role).await?;
+        super::membership::replace_roles(&mut tx, permit, source, id, &role).await?;
     }
 
     let action = if suspending {
@@ -400,83 +400,6 @@ async fn update_attempt(
     let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
     tx.commit().await?;
     Ok(view)
-}
-
-/// Makes `role` the user's only role, auditing each assignment and revocation.
-async fn replace_roles(
-    tx: &mut TenantTx,
-    permit: &Permit,
-    source: &Source,
-    user_id: Uuid,
-    role: &NamedRole,
-) -> Attempt<()> {
-    let held: Vec<(Uuid, String, Option<OffsetDateTime>)> = sqlx::query_as(
-        "SELECT r.id, r.name, ur.expires_at FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_all(tx.conn())
-    .await?;
-    for (old_id, old_name, expires_at) in &held {
-        if *old_id == role.id {
-            continue;
-        }
-        let grants = roles::grants_of(tx, *old_id).await?;
-        if !roles::within_own(permit.subject(), &grants) {
-            let denial = permit.deny("grant_exceeds_own", "You cannot revoke a role with permissions you do not hold");
-            return Err(denial.target("user", user_id).into());
-        }
-        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role_id = $2")
-            .bind(user_id)
-            .bind(old_id)
-            .execute(tx.conn())
-            .await?;
-        let entry = Entry::new(Action::RoleRevoke, Outcome::Success).target("user", user_id).details(json!({
-            "role": old_name,
-            "before": { "expiresAt": rfc3339(*expires_at) },
-            "after": null,
-        }));
-        audit::record(tx, source, entry).await?;
-    }
-    let previous = held.iter().find(|(id, _, _)| *id == role.id).map(|(_, _, e)| *e);
-    if previous != Some(None) {
-        assign(tx, permit, user_id, role.id, None).await?;
-        let entry = Entry::new(Action::RoleAssign, Outcome::Success).target("user", user_id).details(json!({
-            "role": role.name,
-            "before": previous.map(|e| json!({ "expiresAt": rfc3339(e) })),
-            "after": { "expiresAt": null },
-        }));
-        audit::record(tx, source, entry).await?;
-    }
-    Ok(())
-}
-
-async fn assign(
-    tx: &mut TenantTx,
-    permit: &Permit,
-    user_id: Uuid,
-    role_id: Uuid,
-    expires_at: Option<OffsetDateTime>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_by, expires_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (user_id, role_id) DO UPDATE \
-         SET assigned_by = EXCLUDED.assigned_by, expires_at = EXCLUDED.expires_at, assigned_at = now()",
-    )
-    .bind(permit.tenant_id())
-    .bind(user_id)
-    .bind(role_id)
-    .bind(permit.user_id())
-    .bind(expires_at)
-    .execute(tx.conn())
-    .await
-    .map(|_| ())
-}
-
-fn rfc3339(t: Option<OffsetDateTime>) -> Value {
-    match t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
-        Some(s) => Value::String(s),
-        None => Value::Null,
-    }
 }
 
 pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
@@ -499,7 +422,7 @@ pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid
     super::settle(state, permit, source, outcome).await
 }
 
-fn snapshot(view: &UserView) -> Value {
+pub(super) fn snapshot(view: &UserView) -> Value {
     json!({
         "username": view.username,
         "email": view.email,
@@ -509,177 +432,4 @@ fn snapshot(view: &UserView) -> Value {
         "clearanceLevel": view.clearance_level,
         "requestedRole": view.requested_role,
     })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AssignRole {
-    pub role: String,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub expires_at: Option<OffsetDateTime>,
-}
-
-/// Gives the user a role (or changes the expiry of one they hold). True when the
-/// assignment is new.
-pub async fn assign_role(
-    state: &AppState,
-    permit: &Permit,
-    source: &Source,
-    id: Uuid,
-    input: AssignRole,
-) -> Result<(UserView, bool), AppError> {
-    let outcome = async {
-        let now = state.clock.now();
-        if input.expires_at.is_some_and(|e| e <= now) {
-            return Err(AppError::invalid("expiresAt", "must be in the future").into());
-        }
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        super::lock_administration(&mut tx).await?;
-        manageable(&mut tx, permit, id, now, false).await?;
-        let role = grantable_role(&mut tx, permit, &input.role).await?;
-        let before: Option<Option<OffsetDateTime>> =
-            sqlx::query_scalar("SELECT expires_at FROM user_roles WHERE user_id = $1 AND role_id = $2")
-                .bind(id)
-                .bind(role.id)
-                .fetch_optional(tx.conn())
-                .await?;
-        assign(&mut tx, permit, id, role.id, input.expires_at).await?;
-        let entry = Entry::new(Action::RoleAssign, Outcome::Success).target("user", id).details(json!({
-            "role": role.name,
-            "before": before.map(|e| json!({ "expiresAt": rfc3339(e) })),
-            "after": { "expiresAt": rfc3339(input.expires_at) },
-        }));
-        audit::record(&mut tx, source, entry).await?;
-        let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
-        tx.commit().await?;
-        Ok((view, before.is_none()))
-    }
-    .await;
-    super::settle(state, permit, source, outcome).await
-}
-
-pub async fn revoke_role(
-    state: &AppState,
-    permit: &Permit,
-    source: &Source,
-    id: Uuid,
-    role_name: &str,
-) -> Result<(), AppError> {
-    let outcome = async {
-        let now = state.clock.now();
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        super::lock_administration(&mut tx).await?;
-        manageable(&mut tx, permit, id, now, false).await?;
-        let role = roles::find_by_name(&mut tx, role_name).await?.ok_or(AppError::NotFound)?;
-        if !roles::within_own(permit.subject(), &role.grants) {
-            let denial = permit.deny("grant_exceeds_own", "You cannot revoke a role with permissions you do not hold");
-            return Err(Refused::Denied(denial.target("user", id)));
-        }
-        let admins_before = super::administrator_count(&mut tx, now).await?;
-        let removed: Option<Option<OffsetDateTime>> =
-            sqlx::query_scalar("DELETE FROM user_roles WHERE user_id = $1 AND role_id = $2 RETURNING expires_at")
-                .bind(id)
-                .bind(role.id)
-                .fetch_optional(tx.conn())
-                .await?;
-        let Some(expires_at) = removed else { return Err(AppError::NotFound.into()) };
-        super::keep_an_administrator(&mut tx, admins_before, now, Action::RoleRevoke, ("user", id)).await?;
-        let entry = Entry::new(Action::RoleRevoke, Outcome::Success).target("user", id).details(json!({
-            "role": role.name,
-            "before": { "expiresAt": rfc3339(expires_at) },
-            "after": null,
-        }));
-        audit::record(&mut tx, source, entry).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    .await;
-    super::settle(state, permit, source, outcome).await
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Approve {
-    #[serde(default)]
-    pub role: Option<String>,
-}
-
-/// Activates a pending account with `role`, else the role it asked for when that
-/// exists, else the role it registered with.
-pub async fn approve(
-    state: &AppState,
-    permit: &Permit,
-    source: &Source,
-    id: Uuid,
-    input: Approve,
-) -> Result<UserView, AppError> {
-    let outcome = async {
-        let now = state.clock.now();
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        super::lock_administration(&mut tx).await?;
-        let before = pending(&mut tx, permit, id, now).await?;
-        let requested = match &before.requested_role {
-            Some(r) => roles::find_by_name(&mut tx, r).await?.map(|r| r.name),
-            None => None,
-        };
-        let role_name = input.role.clone().or(requested).or_else(|| before.role.clone());
-        let Some(role_name) = role_name else {
-            return Err(AppError::invalid("role", "name the role to give this account").into());
-        };
-        let role = grantable_role(&mut tx, permit, &role_name).await?;
-        sqlx::query("UPDATE users SET status = 'active', requested_role = NULL WHERE id = $1")
-            .bind(id)
-            .execute(tx.conn())
-            .await?;
-        let held: Vec<Uuid> = sqlx::query_scalar("SELECT role_id FROM user_roles WHERE user_id = $1")
-            .bind(id)
-            .fetch_all(tx.conn())
-            .await?;
-        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role_id <> $2")
-            .bind(id)
-            .bind(role.id)
-            .execute(tx.conn())
-            .await?;
-        if !held.contains(&role.id) {
-            assign(&mut tx, permit, id, role.id, None).await?;
-        }
-        let entry = Entry::new(Action::UserApprove, Outcome::Success).target("user", id).details(json!({
-            "username": before.username,
-            "requestedRole": before.requested_role,
-            "before": { "status": before.status, "roles": before.roles },
-            "after": { "status": "active", "roles": [role.name] },
-        }));
-        audit::record(&mut tx, source, entry).await?;
-        let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
-        tx.commit().await?;
-        Ok(view)
-    }
-    .await;
-    super::settle(state, permit, source, outcome).await
-}
-
-/// Deletes a pending account; the audit row keeps what it was.
-pub async fn reject(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
-    let outcome = async {
-        let now = state.clock.now();
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        let before = pending(&mut tx, permit, id, now).await?;
-        sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await?;
-        let entry = Entry::new(Action::UserReject, Outcome::Success).target("user", id).details(json!({
-            "before": snapshot(&before)
-        }));
-        audit::record(&mut tx, source, entry).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    .await;
-    super::settle(state, permit, source, outcome).await
-}
-
-async fn pending(tx: &mut TenantTx, permit: &Permit, id: Uuid, now: OffsetDateTime) -> Attempt<UserView> {
-    let view = manageable(tx, permit, id, now, false).await?;
-    if view.status != "pending" {
-        return Err(Refused::App(AppError::Conflict("This account is not waiting for approval".into())));
-    }
-    Ok(view)
 }
