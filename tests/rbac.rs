@@ -107,7 +107,7 @@ async fn removing_a_permission_from_a_role_applies_to_a_signed_in_users_next_req
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
     let student = app.signed_in_as("sam", "student", "public").await;
-    let role_id = role_id(&app, "student").await;
+    let role_id = app.role_id("student").await;
 
     // Grant users.view to students: the student's next request may list users.
     assert_eq!(student.get("/api/users").await.0, StatusCode::FORBIDDEN);
@@ -165,7 +165,7 @@ async fn an_expired_role_assignment_no_longer_counts() {
 async fn a_roles_session_timeout_overrides_a_longer_idle_timeout_for_its_holders() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
-    let student_role = role_id(&app, "student").await;
+    let student_role = app.role_id("student").await;
     let (status, body) = admin.put(&format!("/api/roles/{student_role}"), json!({ "sessionTimeoutMinutes": 5 })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["role"]["sessionTimeoutMinutes"], 5);
@@ -201,14 +201,4 @@ async fn the_code_catalogue_and_the_database_catalogue_match() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["permissions"].as_array().unwrap().len(), code.len());
     assert_eq!(body["permissions"][0]["resource"], "admin");
-}
-
-pub async fn role_id(app: &TestApp, name: &str) -> uuid::Uuid {
-    let mut conn = app.owner_conn().await;
-    sqlx::query_scalar("SELECT id FROM roles WHERE tenant_id = $1 AND name = $2")
-        .bind(app.default_tenant)
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
 }

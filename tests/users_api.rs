@@ -18,16 +18,6 @@ fn new_user(username: &str, role: &str, department: &str, clearance: &str) -> Va
     })
 }
 
-async fn role_id(app: &TestApp, name: &str) -> uuid::Uuid {
-    let mut conn = app.owner_conn().await;
-    sqlx::query_scalar("SELECT id FROM roles WHERE tenant_id = $1 AND name = $2")
-        .bind(app.default_tenant)
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn an_admin_creates_a_confidential_staff_user_in_a_new_department_and_a_role_edit_reaches_them_at_once() {
     let app = TestApp::spawn().await;
@@ -55,7 +45,7 @@ async fn an_admin_creates_a_confidential_staff_user_in_a_new_department_and_a_ro
     app.create_user("dave", "staff", "General", "public").await;
     let carol = app.session("carol").await;
     assert_eq!(carol.get("/api/users").await.0, StatusCode::FORBIDDEN);
-    let staff = role_id(&app, "staff").await;
+    let staff = app.role_id("staff").await;
     let (status, body) = admin
         .put(
             &format!("/api/roles/{staff}"),

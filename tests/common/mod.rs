@@ -339,6 +339,17 @@ impl TestApp {
         self.signed_in_as("root", "admin", "restricted").await
     }
 
+    /// The id of the default tenant's role `name`.
+    pub async fn role_id(&self, name: &str) -> Uuid {
+        let mut conn = self.owner_conn().await;
+        sqlx::query_scalar("SELECT id FROM roles WHERE tenant_id = $1 AND name = $2")
+            .bind(self.default_tenant)
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    }
+
     /// How many audit rows of `action` exist.
     pub async fn audit_count(&self, action: &str) -> usize {
         self.audit(action).await.len()
