@@ -173,13 +173,3 @@ pub fn conflict_on_duplicate<T>(result: Result<T, sqlx::Error>, message: &str) -
         Err(e) => Err(e.into()),
     }
 }
-
-/// The current time as the request sees it.
-pub fn now(state: &AppState) -> OffsetDateTime {
-    state.clock.now()
-}
-
-/// Not found, for ids that name nothing in this tenant.
-pub fn not_found<T>(what: Option<T>) -> Result<T, AppError> {
-    what.ok_or(AppError::NotFound)
-}
