@@ -45,7 +45,76 @@ pub struct Config {
     pub session_absolute_timeout: Duration,
     pub registration: Registration,
     pub trusted_proxies: Vec<IpNet>,
+    /// Where file objects are kept (`FORTIFILE_STORAGE`).
+    pub storage: StorageSpec,
+    /// `FORTIFILE_MASTER_KEY`; `None`: the key file under the data directory.
+    pub master_key: Option<SecretString>,
+    /// `FORTIFILE_MAX_UPLOAD_BYTES`: larger uploads answer 413.
+    pub max_upload_bytes: u64,
+    /// The security dashboard's suspicious-activity rules.
+    pub highlights: Highlights,
 }
+
+/// "At least `count` events within `minutes` minutes", for one highlight rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    pub count: i64,
+    pub minutes: i32,
+}
+
+/// Thresholds of the suspicious-activity highlights, each `FORTIFILE_HIGHLIGHT_*`
+/// as `COUNT/MINUTES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Highlights {
+    /// Failed logins for one username (seed 000: 5 in 15 minutes).
+    pub failed_logins: Threshold,
+    /// Failed logins against distinct usernames from one address (spraying).
+    pub password_spraying: Threshold,
+    /// `mac.denied` for one user (3 in 60 minutes).
+    pub mac_denials: Threshold,
+    /// `rbac.denied` for one user.
+    pub rbac_denials: Threshold,
+    /// `file.download` by one user.
+    pub bulk_downloads: Threshold,
+}
+
+/// A storage backend as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageSpec {
+    /// A directory on local disk.
+    Local(PathBuf),
+    /// An S3-compatible bucket, with the standard `AWS_*` settings found.
+    S3 { bucket: String, prefix: String, settings: S3Settings },
+}
+
+/// The `AWS_*` variables passed to the S3 client. `Debug` shows names only:
+/// the values include credentials.
+#[derive(Clone, Default, PartialEq)]
+pub struct S3Settings(pub Vec<(&'static str, String)>);
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
+}
+
+/// The standard AWS variables the S3 backend reads (`object_store` config keys).
+pub const S3_VARIABLES: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ALLOW_HTTP",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+];
 
 impl Config {
     /// Reads the process environment.
@@ -104,6 +173,37 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
 
+        let storage = match get("FORTIFILE_STORAGE") {
+            None => StorageSpec::Local(data_dir.join("files")),
+            Some(v) => parse_storage(v.trim(), &get)?,
+        };
+        let master_key = get("FORTIFILE_MASTER_KEY").map(SecretString::from);
+        let max_upload_bytes = match get("FORTIFILE_MAX_UPLOAD_BYTES") {
+            None => 100 * 1024 * 1024,
+            Some(v) => v.trim().parse::<u64>().ok().filter(|n| (1..=1 << 40).contains(n)).ok_or_else(|| {
+                bad("FORTIFILE_MAX_UPLOAD_BYTES", format!("expected a number of bytes from 1 to 2^40, got {v:?}"))
+            })?,
+        };
+
+        let threshold = |var: &'static str, count: i64, minutes: i32| -> Result<Threshold, ConfigError> {
+            let Some(v) = get(var) else { return Ok(Threshold { count, minutes }) };
+            let parsed =
+                v.trim().split_once('/').and_then(|(c, m)| Some((c.trim().parse().ok()?, m.trim().parse().ok()?)));
+            match parsed {
+                Some((count, minutes)) if (1..=1_000_000).contains(&count) && (1..=10_080).contains(&minutes) => {
+                    Ok(Threshold { count, minutes })
+                }
+                _ => Err(bad(var, format!("expected COUNT/MINUTES such as 5/15, got {v:?}"))),
+            }
+        };
+        let highlights = Highlights {
+            failed_logins: threshold("FORTIFILE_HIGHLIGHT_FAILED_LOGINS", 5, 15)?,
+            password_spraying: threshold("FORTIFILE_HIGHLIGHT_PASSWORD_SPRAYING", 5, 15)?,
+            mac_denials: threshold("FORTIFILE_HIGHLIGHT_MAC_DENIALS", 3, 60)?,
+            rbac_denials: threshold("FORTIFILE_HIGHLIGHT_RBAC_DENIALS", 5, 15)?,
+            bulk_downloads: threshold("FORTIFILE_HIGHLIGHT_BULK_DOWNLOADS", 50, 10)?,
+        };
+
         Ok(Config {
             bind,
             data_dir,
@@ -114,7 +214,16 @@ impl Config {
             session_absolute_timeout,
             registration,
             trusted_proxies,
+            storage,
+            master_key,
+            max_upload_bytes,
+            highlights,
         })
+    }
+
+    /// The master key file used when `FORTIFILE_MASTER_KEY` is unset.
+    pub fn master_key_file(&self) -> PathBuf {
+        self.data_dir.join("master.key")
     }
 
     /// Whether cookies carry `Secure` (and the `__Host-` name prefix).
@@ -134,6 +243,29 @@ fn check_pg_url(var: &'static str, value: String) -> Result<SecretString, Config
         Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => Ok(SecretString::from(value)),
         _ => Err(bad(var, "expected a postgres:// or postgresql:// URL")),
     }
+}
+
+fn parse_storage(value: &str, get: &impl Fn(&str) -> Option<String>) -> Result<StorageSpec, ConfigError> {
+    const VAR: &str = "FORTIFILE_STORAGE";
+    if let Some(path) = value.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(bad(VAR, "file:// needs a directory, e.g. file:///var/lib/fortifile/files"));
+        }
+        return Ok(StorageSpec::Local(PathBuf::from(path)));
+    }
+    if let Some(rest) = value.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(bad(VAR, format!("not an S3 bucket name: {bucket:?}")));
+        }
+        let settings =
+            S3_VARIABLES.iter().filter_map(|name| get(name).map(|v| (*name, v.trim().to_string()))).collect();
+        let prefix = prefix.trim_matches('/').to_string();
+        return Ok(StorageSpec::S3 { bucket: bucket.to_string(), prefix, settings: S3Settings(settings) });
+    }
+    Err(bad(VAR, "expected file://PATH or s3://BUCKET/PREFIX"))
 }
 
 fn parse_public_url(value: String) -> Result<Url, ConfigError> {
@@ -191,12 +323,42 @@ mod tests {
             ("FORTIFILE_TRUSTED_PROXIES", "10.0.0.0/99"),
             ("FORTIFILE_PUBLIC_URL", "ftp://x"),
             ("DATABASE_URL", "mysql://u:secretpw@h/db"),
+            ("FORTIFILE_STORAGE", "/var/files"),
+            ("FORTIFILE_STORAGE", "s3://B/x"),
+            ("FORTIFILE_MAX_UPLOAD_BYTES", "lots"),
+            ("FORTIFILE_HIGHLIGHT_MAC_DENIALS", "3 per hour"),
+            ("FORTIFILE_HIGHLIGHT_FAILED_LOGINS", "0/15"),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var));
             assert!(!err.to_string().contains("secretpw"), "a URL's password is never echoed");
         }
+    }
+
+    #[test]
+    fn storage_defaults_to_the_data_directory_and_takes_s3_with_its_aws_settings() {
+        let c = with(&[("FORTIFILE_DATA_DIR", "/srv/ff")]).unwrap();
+        assert_eq!(c.storage, StorageSpec::Local(PathBuf::from("/srv/ff/files")));
+        assert_eq!(c.max_upload_bytes, 100 * 1024 * 1024);
+        let c = with(&[
+            ("FORTIFILE_STORAGE", "s3://docs-bucket/fortifile/prod/"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret-key"),
+        ])
+        .unwrap();
+        let StorageSpec::S3 { bucket, prefix, settings } = &c.storage else { panic!("not s3") };
+        assert_eq!((bucket.as_str(), prefix.as_str()), ("docs-bucket", "fortifile/prod"));
+        assert_eq!(settings.0.len(), 2);
+        assert!(!format!("{c:?}").contains("very-secret-key"), "credentials never reach Debug output");
+    }
+
+    #[test]
+    fn highlight_thresholds_default_to_the_brief_and_can_be_changed() {
+        let c = with(&[("FORTIFILE_HIGHLIGHT_BULK_DOWNLOADS", "100/5")]).unwrap();
+        assert_eq!(c.highlights.failed_logins, Threshold { count: 5, minutes: 15 });
+        assert_eq!(c.highlights.mac_denials, Threshold { count: 3, minutes: 60 });
+        assert_eq!(c.highlights.bulk_downloads, Threshold { count: 100, minutes: 5 });
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the module map and the path of a request.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -10,4 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod directory;
+pub mod files;
 pub mod http;
+pub mod incidents;
+pub mod web;

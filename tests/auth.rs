@@ -36,7 +36,7 @@ async fn a_new_user_is_an_active_public_student_in_general_and_never_sees_a_hash
     assert_eq!(user["status"], "active");
     assert_eq!(user["role"], "student");
     assert_eq!(user["roles"], json!(["student"]));
-    assert_eq!(user["permissions"], json!(["file.download", "file.upload"]));
+    assert_eq!(user["permissions"], json!(["file.delete", "file.download", "file.upload"]));
     assert_eq!(user["clearanceLevel"], "public");
     assert_eq!(user["department"], "General");
     assert!(user["createdAt"].is_string() && user["lastLogin"].is_null());

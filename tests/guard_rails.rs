@@ -29,7 +29,7 @@ async fn role_manager(app: &TestApp, admin: &Session) -> Session {
     let permissions = json!({
         "admin": { "manage_roles": "tenant" },
         "users": { "view": "tenant", "edit": "tenant" },
-        "file": { "upload": "tenant", "download": "tenant" },
+        "file": { "upload": "tenant", "download": "tenant", "delete": "tenant" },
     });
     let (status, body) = admin.post("/api/roles", json!({ "name": "rolemgr", "permissions": permissions })).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -84,7 +84,7 @@ async fn nobody_can_grant_a_permission_they_do_not_hold() {
     let admin = app.admin().await;
     let rm = role_manager(&app, &admin).await;
     let staff = id_of(&app, "roles", "staff").await;
-    let with_delete = json!({ "permissions": { "file": { "upload": true, "download": true, "share": true }, "users": { "delete": "tenant" } } });
+    let with_delete = json!({ "permissions": { "file": { "upload": true, "download": true, "share": true, "delete": "own" }, "users": { "delete": "tenant" } } });
     let (status, body) = rm.put(&format!("/api/roles/{staff}"), with_delete).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(last_denial(&app).await, "grant_exceeds_own");
@@ -98,7 +98,7 @@ async fn nobody_can_grant_a_permission_they_do_not_hold() {
     assert_eq!(app.audit_count("role.permission_grant").await, 0);
     // What the role manager holds, it may hand on.
     let (status, body) = rm
-        .put(&format!("/api/roles/{staff}"), json!({ "permissions": { "file": { "upload": true, "download": true, "share": true }, "users": { "view": "department" } } }))
+        .put(&format!("/api/roles/{staff}"), json!({ "permissions": { "file": { "upload": true, "download": true, "share": true, "delete": "own" }, "users": { "view": "department" } } }))
         .await;
     // file.share is held by staff but not by rm: keeping it unchanged is allowed.
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -177,7 +177,7 @@ async fn a_department_scoped_grant_cannot_reach_or_move_users_of_other_departmen
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
     admin.post("/api/departments", json!({ "name": "Research" })).await;
-    let permissions = json!({ "users": { "view": "department", "edit": "department" }, "file": { "upload": "department", "download": "department" } });
+    let permissions = json!({ "users": { "view": "department", "edit": "department" }, "file": { "upload": "department", "download": "department", "delete": "department" } });
     admin.post("/api/roles", json!({ "name": "deptadmin", "permissions": permissions })).await;
     app.create_user("head", "deptadmin", "Research", "restricted").await;
     let head = app.session("head").await;

@@ -19,9 +19,12 @@ async fn roles_are_listed_with_seed_002s_nested_permissions_scopes_and_user_coun
     assert_eq!(names, ["admin", "staff", "student"]);
     let student = &roles[2];
     assert_eq!(student["userCount"], 1);
-    assert_eq!(student["permissions"]["file"], json!({ "upload": true, "download": true, "share": false }));
+    assert_eq!(
+        student["permissions"]["file"],
+        json!({ "upload": true, "download": true, "share": false, "delete": true, "classify": false })
+    );
     assert_eq!(student["permissions"]["users"]["view"], false);
-    assert_eq!(student["scopes"]["file"], json!({ "upload": "own", "download": "own" }));
+    assert_eq!(student["scopes"]["file"], json!({ "upload": "own", "download": "own", "delete": "own" }));
     assert_eq!(roles[1]["scopes"]["file"]["share"], "department");
     assert_eq!(roles[0]["scopes"]["admin"]["manage_roles"], "tenant");
     assert!(student["sessionTimeoutMinutes"].is_null() && student["requiresMfa"] == false);

@@ -5,6 +5,11 @@
 //! people's saved filters match on. Details never hold passwords, tokens or cookies;
 //! callers put only the facts of the decision in them.
 
+pub mod export;
+pub mod handlers;
+pub mod highlights;
+pub mod query;
+
 use std::net::IpAddr;
 
 use serde_json::Value;
@@ -40,6 +45,17 @@ pub enum Action {
     ClearanceLevelCreate,
     ClearanceLevelUpdate,
     ClearanceLevelDelete,
+    MacDenied,
+    FileUpload,
+    FileDownload,
+    FileShare,
+    FileUnshare,
+    FileDelete,
+    FileClassify,
+    FileDeclassify,
+    IncidentCreate,
+    IncidentUpdate,
+    AuditExport,
 }
 
 impl Action {
@@ -70,6 +86,17 @@ impl Action {
             Action::ClearanceLevelCreate => "clearance_level.create",
             Action::ClearanceLevelUpdate => "clearance_level.update",
             Action::ClearanceLevelDelete => "clearance_level.delete",
+            Action::MacDenied => "mac.denied",
+            Action::FileUpload => "file.upload",
+            Action::FileDownload => "file.download",
+            Action::FileShare => "file.share",
+            Action::FileUnshare => "file.unshare",
+            Action::FileDelete => "file.delete",
+            Action::FileClassify => "file.classify",
+            Action::FileDeclassify => "file.declassify",
+            Action::IncidentCreate => "incident.create",
+            Action::IncidentUpdate => "incident.update",
+            Action::AuditExport => "audit.export",
         }
     }
 }

@@ -21,6 +21,13 @@ pub struct Authenticated {
     pub cookie: SessionCookie,
 }
 
+impl Authenticated {
+    /// Whether `parts` carry a live session (for pages that only need to know).
+    pub async fn from_request_parts_ok(parts: &mut Parts, state: &AppState) -> bool {
+        Self::from_request_parts(parts, state).await.is_ok()
+    }
+}
+
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = AppError;
 

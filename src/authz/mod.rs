@@ -11,8 +11,10 @@
 //!   answers the finer questions (does the grant's scope cover this object? may
 //!   the holder hand this permission on?).
 //!
-//! MAC (clearance against classification) builds on [`Subject::clearance_rank`].
+//! - [`files`]: every decision about a document: mandatory access control
+//!   (clearance against classification) first, then the grant's scope.
 
+pub mod files;
 mod permission;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -40,6 +42,8 @@ pub struct Subject {
     pub user_id: Uuid,
     pub session_id: Uuid,
     pub department_id: Uuid,
+    /// The name and rank of the user's clearance level (MAC).
+    pub clearance: String,
     pub clearance_rank: i32,
     grants: BTreeMap<Permission, Scope>,
 }
@@ -47,8 +51,8 @@ pub struct Subject {
 impl Subject {
     /// Loads `who`'s department, clearance and grants at `now` in `tx`.
     pub async fn load(tx: &mut TenantTx, who: &Authenticated, now: OffsetDateTime) -> Result<Subject, sqlx::Error> {
-        let (department_id, clearance_rank): (Uuid, i32) = sqlx::query_as(
-            "SELECT u.department_id, c.level FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
+        let (department_id, clearance, clearance_rank): (Uuid, String, i32) = sqlx::query_as(
+            "SELECT u.department_id, c.name, c.level FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
              WHERE u.id = $1",
         )
         .bind(who.user_id)
@@ -60,6 +64,7 @@ impl Subject {
             user_id: who.user_id,
             session_id: who.session_id,
             department_id,
+            clearance,
             clearance_rank,
             grants,
         })
@@ -244,20 +249,25 @@ pub async fn authorize(
 pub async fn refuse(db: &Database, permit: &Permit, source: &Source, denial: Denial) -> AppError {
     let record = async {
         let mut tx = db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        let mut entry = Entry::new(Action::RbacDenied, Outcome::Fail).details(json!({
-            "permission": denial.permission.as_str(),
-            "route": &*permit.route,
-            "method": &*permit.method,
-            "reason": denial.reason,
-        }));
-        if let Some((kind, id)) = &denial.target {
-            entry = entry.target(kind, id);
-        }
-        audit::record(&mut tx, source, entry).await?;
+        audit::record(&mut tx, source, denial_entry(permit, &denial)).await?;
         tx.commit().await
     };
     match record.await {
         Ok(()) => AppError::forbidden(denial.message),
         Err(e) => e.into(),
     }
+}
+
+/// The `rbac.denied` row for a refusal after the guard.
+fn denial_entry(permit: &Permit, denial: &Denial) -> Entry {
+    let mut entry = Entry::new(Action::RbacDenied, Outcome::Fail).details(json!({
+        "permission": denial.permission.as_str(),
+        "route": &*permit.route,
+        "method": &*permit.method,
+        "reason": denial.reason,
+    }));
+    if let Some((kind, id)) = &denial.target {
+        entry = entry.target(kind, id);
+    }
+    entry
 }

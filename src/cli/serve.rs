@@ -10,10 +10,12 @@ use crate::{
     clock::SystemClock,
     config::Config,
     db::{DbTarget, seed, setup},
+    files::{self, Vault},
     http::{self, AppState},
 };
 
-/// How often partitions are kept ahead and expired sessions swept.
+/// How often partitions are kept ahead, expired sessions swept, and stored
+/// objects that no file references removed.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(300);
 const AUDIT_MONTHS_AHEAD: i32 = 12;
 
@@ -28,6 +30,7 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
         config: Arc::new(config.clone()),
         passwords: Passwords::new().await?,
         clock: Arc::new(SystemClock),
+        files: Vault::open(config)?,
     };
     let listener = TcpListener::bind(config.bind)
         .await
@@ -54,6 +57,11 @@ async fn maintain(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "expired sessions swept"),
             Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+        }
+        match files::sweep_unreferenced(&state, files::ORPHAN_AGE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(objects = n, "unreferenced stored objects removed"),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "sweep of stored objects failed"),
         }
     }
 }

@@ -77,6 +77,11 @@ impl Database {
         sqlx::query_scalar("SELECT id FROM tenants ORDER BY created_at").fetch_all(&self.pool).await
     }
 
+    /// The database's clock: what audit rows are timestamped with.
+    pub async fn now(&self) -> Result<time::OffsetDateTime, sqlx::Error> {
+        sqlx::query_scalar("SELECT now()").fetch_one(&self.pool).await
+    }
+
     /// `/readyz`: can we run a statement?
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())

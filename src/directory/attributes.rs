@@ -350,11 +350,14 @@ fn still_used(kind: &str, count: i64) -> AppError {
     AppError::Conflict(format!("This {kind} is still in use by {count} user(s)"))
 }
 
-/// A delete that a foreign key refused (a user was given the row meanwhile) is a 409.
+/// A delete that a foreign key refused (documents are filed under the row, or a
+/// user was given it meanwhile) is a 409.
 fn in_use(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, kind: &str) -> Result<(), AppError> {
     match result {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(still_used(kind, 1)),
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+            Err(AppError::Conflict(format!("This {kind} is still in use by documents or users")))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -2,13 +2,7 @@
 //! `/api/departments` and `/api/clearance-levels`: parse, call the capability,
 //! shape the answer. Each takes the [`Permit`] its route's guard issued.
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::State,
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::{Json, body::Bytes, extract::State, response::IntoResponse};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -21,22 +15,9 @@ use crate::{
         error::AppError,
         json::ApiJson,
         params::{ApiPath, ApiQuery},
+        reply::{Answer, created, no_content, ok},
     },
 };
-
-type Answer = Result<Response, AppError>;
-
-fn created(key: &str, value: impl serde::Serialize) -> Answer {
-    Ok((StatusCode::CREATED, Json(json!({ key: value }))).into_response())
-}
-
-fn ok(key: &str, value: impl serde::Serialize) -> Answer {
-    Ok(Json(json!({ key: value })).into_response())
-}
-
-fn no_content() -> Answer {
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
 
 pub async fn list_users(State(s): State<AppState>, permit: Permit, ApiQuery(q): ApiQuery<users::ListQuery>) -> Answer {
     let (list, next) = users::list(&s, &permit, q).await?;

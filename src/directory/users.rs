@@ -409,7 +409,16 @@ pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid
         super::lock_administration(&mut tx).await?;
         let before = manageable(&mut tx, permit, id, now, true).await?;
         let admins_before = super::administrator_count(&mut tx, now).await?;
-        sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await;
+        if let Err(sqlx::Error::Database(e)) = &deleted
+            && e.is_foreign_key_violation()
+        {
+            return Err(AppError::Conflict(
+                "This account still owns documents; suspend it, or delete its documents first".into(),
+            )
+            .into());
+        }
+        deleted?;
         super::keep_an_administrator(&mut tx, admins_before, now, Action::UserDelete, ("user", id)).await?;
         let entry = Entry::new(Action::UserDelete, Outcome::Success).target("user", id).details(json!({
             "before": snapshot(&before)

@@ -38,6 +38,10 @@ pub enum AppError {
     Invalid { field: &'static str, message: String },
     #[error("Service unavailable")]
     Unavailable,
+    /// A known server-side failure whose message may be shown (a stored file
+    /// that fails its integrity check): 500, logged like an internal error.
+    #[error("{0}")]
+    ServerFailure(&'static str),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -63,7 +67,7 @@ impl AppError {
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Internal(_) | AppError::ServerFailure(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -84,6 +88,10 @@ impl IntoResponse for AppError {
                 // `{:#}` prints the cause chain; the span adds the request id.
                 tracing::error!(error = format!("{err:#}"), "request failed");
                 json!({ "error": "Internal server error" })
+            }
+            AppError::ServerFailure(message) => {
+                tracing::error!(error = message, "request failed");
+                json!({ "error": message })
             }
             AppError::Invalid { field, .. } => json!({ "error": self.to_string(), "field": field }),
             _ => json!({ "error": self.to_string() }),

@@ -8,7 +8,7 @@
 
 use axum::{
     Router,
-    extract::{FromRequestParts, MatchedPath, Request, State},
+    extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
     handler::Handler,
     http::{Method, request::Parts},
     middleware::{Next, from_fn_with_state},
@@ -39,6 +39,9 @@ pub struct RouteRule {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    /// A page for browsers: without a session it redirects to the login page,
+    /// and a refusal is the HTML 403 page (API routes answer 401/403 JSON).
+    pub html: bool,
 }
 
 /// A router under construction, with the rules it was built from.
@@ -78,19 +81,75 @@ impl Routes {
         self.add(method, path, Access::Guarded(permission), handler)
     }
 
-    fn add<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H) -> Self
+    /// A guarded route whose body is streamed and limited by its handler (file
+    /// uploads) instead of the router's small default body limit.
+    pub fn guarded_stream<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: true, html: false })
+    }
+
+    /// A page for anyone signed in (others are sent to the login page).
+    pub fn page<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Session, handler, Kind { stream: false, html: true })
+    }
+
+    /// A page guarded by `permission`: the login page without a session, the
+    /// HTML 403 page (and `rbac.denied`) without the permission.
+    pub fn page_guarded<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: false, html: true })
+    }
+
+    /// A guarded page whose form posts a file (multipart, streamed).
+    pub fn page_stream<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: true, html: true })
+    }
+
+    fn add<H, T>(self, method: Method, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, access, handler, Kind { stream: false, html: false })
+    }
+
+    fn add_with<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H, kind: Kind) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
         let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
         let mut route = on(filter, handler);
-        if let Access::Guarded(permission) = access {
-            let guard = Guard { state: self.state.clone(), permission };
-            route = route.route_layer(from_fn_with_state(guard, enforce));
+        if kind.stream {
+            route = route.layer(DefaultBodyLimit::disable());
         }
+        let permission = match access {
+            Access::Guarded(permission) => Some(permission),
+            Access::Session if kind.html => None,
+            _ => {
+                self.router = self.router.route(path, route);
+                self.rules.push(RouteRule { method, path, access, html: kind.html });
+                return self;
+            }
+        };
+        let guard = Guard { state: self.state.clone(), permission, html: kind.html };
+        route = route.route_layer(from_fn_with_state(guard, enforce));
         self.router = self.router.route(path, route);
-        self.rules.push(RouteRule { method, path, access });
+        self.rules.push(RouteRule { method, path, access, html: kind.html });
         self
     }
 
@@ -99,19 +158,33 @@ impl Routes {
     }
 }
 
+#[derive(Clone, Copy)]
+struct Kind {
+    /// The handler streams and limits the body itself.
+    stream: bool,
+    html: bool,
+}
+
 #[derive(Clone)]
 struct Guard {
     state: AppState,
-    permission: Permission,
+    /// `None`: a page that needs only a session.
+    permission: Option<Permission>,
+    html: bool,
 }
 
 /// Runs before a guarded route's handler (and before its body is read): 401
-/// without a session, 403 plus `rbac.denied` without the permission.
+/// without a session, 403 plus `rbac.denied` without the permission. For pages:
+/// a redirect to the login page, and the HTML 403 page.
 async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let who = match Authenticated::from_request_parts(&mut parts, &guard.state).await {
         Ok(who) => who,
+        Err(AppError::Unauthorized) if guard.html => return crate::web::to_login(&parts.uri),
         Err(e) => return e.into_response(),
+    };
+    let Some(permission) = guard.permission else {
+        return next.run(Request::from_parts(parts, body)).await;
     };
     let route = match parts.extensions.get::<MatchedPath>() {
         Some(m) => m.as_str().to_string(),
@@ -120,12 +193,13 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
     let source = source_of(&parts, &guard.state.config);
     let now = guard.state.clock.now();
     let decision =
-        authz::authorize(&guard.state.db, &who, guard.permission, parts.method.as_str(), &route, &source, now).await;
+        authz::authorize(&guard.state.db, &who, permission, parts.method.as_str(), &route, &source, now).await;
     match decision {
         Ok(permit) => {
             parts.extensions.insert(permit);
             next.run(Request::from_parts(parts, body)).await
         }
+        Err(AppError::Forbidden(_)) if guard.html => crate::web::forbidden_page(),
         Err(e) => e.into_response(),
     }
 }

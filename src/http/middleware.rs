@@ -18,7 +18,7 @@ use crate::{
 
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Unsafe routes that are used without a session: only the Origin check applies.
-const SESSIONLESS: &[&str] = &["/auth/login", "/auth/register"];
+const SESSIONLESS: &[&str] = &["/auth/login", "/auth/register", "/login"];
 /// Largest form body read to find a `csrf_token` field.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
@@ -34,7 +34,9 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
     };
     default(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     default(header::X_FRAME_OPTIONS, "DENY");
-    default(header::REFERRER_POLICY, "no-referrer");
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null`
+    // on same-origin form posts, which the Origin check must refuse.
+    default(header::REFERRER_POLICY, "same-origin");
     default(
         header::CONTENT_SECURITY_POLICY,
         "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
@@ -50,8 +52,9 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
 }
 
 /// Refuses unsafe requests from another origin, and unsafe requests carrying a
-/// session cookie without that session's CSRF token (header `X-CSRF-Token`, or a
-/// `csrf_token` field of a URL-encoded form).
+/// session cookie without that session's CSRF token (header `X-CSRF-Token`, a
+/// `csrf_token` field of a URL-encoded form, or for a streamed multipart form a
+/// `csrf_token` query parameter).
 pub async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
@@ -73,6 +76,20 @@ pub async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next)
         return next.run(req).await;
     }
     let header_given = header_token.is_some();
+    // A multipart form (the upload page without script) is streamed, so its token
+    // travels in the action's query string instead of a body field.
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+    if !header_given && is_multipart {
+        let query = req.uri().query().unwrap_or("");
+        let token = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "csrf_token").map(|(_, v)| v);
+        if token.is_some_and(|t| cookie.csrf_matches(&t)) {
+            return next.run(req).await;
+        }
+    }
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod json;
 pub mod middleware;
 pub mod params;
+pub mod reply;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -29,7 +30,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{auth, auth::password::Passwords, clock::Clock, config::Config, db::Database};
+use crate::{auth, auth::password::Passwords, clock::Clock, config::Config, db::Database, files::Vault};
 use error::AppError;
 pub use guard::{Access, RouteRule, Routes};
 
@@ -40,16 +41,42 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub passwords: Passwords,
     pub clock: Arc<dyn Clock>,
+    pub files: Arc<Vault>,
 }
 
-/// JSON bodies are small; file uploads (later) set their own limit.
+/// JSON bodies are small; file uploads stream under `FORTIFILE_MAX_UPLOAD_BYTES`.
 const JSON_BODY_LIMIT: usize = 64 * 1024;
 
 /// Every route, with who may call it. Read a line as: method, path, rule, handler.
 fn routes(state: AppState) -> Routes {
-    use crate::{authz::Permission::*, directory::handlers as dir};
+    use crate::{
+        admin, audit::handlers as audit, authz::Permission::*, directory::handlers as dir, files::handlers as files,
+        incidents::handlers as incidents, web,
+    };
     use axum::http::Method as M;
     Routes::new(state)
+        // Pages for people (HTML; anonymous browsers are sent to /login).
+        .public(M::GET, "/login", web::login::page)
+        .public(M::POST, "/login", web::login::submit)
+        .session(M::POST, "/logout", web::login::logout)
+        .public(M::GET, "/static/app.css", web::stylesheet)
+        .public(M::GET, "/static/upload.js", web::upload_script)
+        .page_guarded(M::GET, "/", FileDownload, web::documents::page)
+        .page_stream(M::POST, "/files", FileUpload, web::documents::upload) // csrf_token in the query
+        .page_guarded(M::POST, "/files/{id}/shares", FileShare, web::documents::share)
+        .page_guarded(M::POST, "/files/{id}/shares/{share_id}/revoke", FileShare, web::documents::revoke)
+        .page_guarded(M::GET, "/admin/users", UsersView, admin::people::users_page)
+        .page_guarded(M::POST, "/admin/users/{id}", UsersEdit, admin::people::update_user)
+        .page_guarded(M::POST, "/admin/users/{id}/approve", UsersEdit, admin::people::approve_user)
+        .page_guarded(M::POST, "/admin/users/{id}/reject", UsersEdit, admin::people::reject_user)
+        .page_guarded(M::GET, "/admin/roles", AdminManageRoles, admin::people::roles_page)
+        .page_guarded(M::POST, "/admin/roles/{id}", AdminManageRoles, admin::people::update_role)
+        .page_guarded(M::GET, "/admin/logs", AdminViewLogs, admin::logs::page)
+        .page_guarded(M::GET, "/admin/incidents", IncidentManage, admin::incidents::list)
+        .page_guarded(M::GET, "/admin/incidents/new", IncidentManage, admin::incidents::new)
+        .page_guarded(M::GET, "/admin/incidents/{id}", IncidentManage, admin::incidents::detail)
+        .page_guarded(M::POST, "/admin/incidents/{id}", IncidentManage, admin::incidents::change)
+        // The JSON API.
         .public(M::GET, "/healthz", live)
         .public(M::GET, "/readyz", ready)
         .public(M::POST, "/auth/register", auth::handlers::register) // FORTIFILE_REGISTRATION
@@ -79,6 +106,25 @@ fn routes(state: AppState) -> Routes {
         .guarded(M::POST, "/api/clearance-levels", AdminManageRoles, dir::create_clearance)
         .guarded(M::PUT, "/api/clearance-levels/{id}", AdminManageRoles, dir::update_clearance)
         .guarded(M::DELETE, "/api/clearance-levels/{id}", AdminManageRoles, dir::delete_clearance)
+        // Documents: every file operation is also decided per file by authz::files (MAC, then scope).
+        .guarded_stream(M::POST, "/api/files", FileUpload, files::upload) // FORTIFILE_MAX_UPLOAD_BYTES
+        .guarded(M::GET, "/api/files", FileDownload, files::list)
+        .guarded(M::GET, "/api/files/{id}", FileDownload, files::get)
+        .guarded(M::GET, "/api/files/{id}/download", FileDownload, files::download)
+        .guarded(M::PATCH, "/api/files/{id}", FileClassify, files::classify)
+        .guarded(M::DELETE, "/api/files/{id}", FileDelete, files::delete)
+        .guarded(M::POST, "/api/files/{id}/shares", FileShare, files::share)
+        .guarded(M::GET, "/api/files/{id}/shares", FileShare, files::list_shares)
+        .guarded(M::DELETE, "/api/files/{id}/shares/{share_id}", FileShare, files::unshare)
+        // The security dashboard's data and incident tracking (seed 000 §5, §6).
+        .guarded(M::GET, "/api/audit-logs", AdminViewLogs, audit::list)
+        .guarded(M::GET, "/api/audit-logs/highlights", AdminViewLogs, audit::highlights)
+        .guarded(M::GET, "/api/audit-logs/export.csv", AdminViewLogs, audit::export_csv)
+        .guarded(M::GET, "/api/audit-logs/export.jsonl", AdminViewLogs, audit::export_jsonl)
+        .guarded(M::POST, "/admin/incidents", IncidentManage, incidents::create) // JSON, or the page's form
+        .guarded(M::PATCH, "/admin/incidents/{id}", IncidentManage, incidents::update)
+        .guarded(M::GET, "/api/incidents", IncidentManage, incidents::list)
+        .guarded(M::GET, "/api/incidents/{id}", IncidentManage, incidents::get)
 }
 
 /// The declared routes, as data (for tests and documentation).

@@ -16,8 +16,9 @@ use std::{
 use fortifile::{
     auth::password::Passwords,
     clock::ManualClock,
-    config::Config,
+    config::{Config, StorageSpec},
     db::{Database, embedded::EmbeddedPostgres, seed, setup},
+    files::Vault,
     http::{self, AppState},
 };
 use reqwest::{Client, Response, StatusCode};
@@ -154,6 +155,7 @@ pub struct TestApp {
     pub owner: PgConnectOptions,
     pub db_name: String,
     pub default_tenant: Uuid,
+    pub data: Scratch,
 }
 
 impl TestApp {
@@ -174,14 +176,21 @@ impl TestApp {
         setup::verify_least_privilege(&db).await.expect("least privilege");
         let default_tenant = db.tenant_by_slug("default").await.unwrap().unwrap().id;
 
+        // Each test keeps its data directory (master key file) and file storage
+        // in a scratch directory of its own.
+        let data = scratch_dir();
         let mut config = Config::from_lookup(|_| None).unwrap();
+        config.data_dir = data.to_path_buf();
+        config.storage = StorageSpec::Local(data.join("files"));
         configure(&mut config);
         let clock = ManualClock::new(OffsetDateTime::now_utc());
+        let files = Vault::open(&config).expect("file storage");
         let state = AppState {
             db: db.clone(),
             config: Arc::new(config),
             passwords: Passwords::new().await.unwrap(),
             clock: Arc::new(clock.clone()),
+            files,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -196,7 +205,13 @@ impl TestApp {
             owner,
             db_name,
             default_tenant,
+            data,
         }
+    }
+
+    /// The local file storage directory (unless the test configured S3).
+    pub fn storage_dir(&self) -> std::path::PathBuf {
+        self.data.join("files")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -392,6 +407,54 @@ impl Session {
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
         self.send(reqwest::Method::DELETE, path, None).await
     }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    /// Uploads `bytes` as `name` to `POST /api/files`, with the optional
+    /// `classification` and `department` parts first.
+    pub async fn upload(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        classification: Option<&str>,
+        department: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(c) = classification {
+            form = form.text("classification", c.to_string());
+        }
+        if let Some(d) = department {
+            form = form.text("department", d.to_string());
+        }
+        let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string());
+        let res = self.post_form(form.part("file", part)).await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a multipart `form` to `/api/files` with the CSRF header.
+    pub async fn post_form(&self, form: reqwest::multipart::Form) -> reqwest::Result<Response> {
+        self.client
+            .post(format!("{}/api/files", self.base))
+            .header("x-csrf-token", &self.csrf)
+            .multipart(form)
+            .send()
+            .await
+    }
+
+    /// Uploads and returns the new file's id (the upload must succeed).
+    pub async fn upload_ok(&self, name: &str, bytes: &[u8], classification: Option<&str>) -> Uuid {
+        let (status, body) = self.upload(name, bytes, classification, None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["file"]["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// `GET /api/files/{id}/download`.
+    pub async fn download(&self, id: Uuid) -> Response {
+        self.client.get(format!("{}/api/files/{id}/download", self.base)).send().await.unwrap()
+    }
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -403,6 +466,24 @@ pub struct AuditRow {
     pub details: Value,
     pub tenant_id: Uuid,
     pub target_id: Option<String>,
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// Every stored object under `app`'s local storage directory.
+pub fn stored_objects(app: &TestApp) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() { walk(&path, out) } else { out.push(path) }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&app.storage_dir(), &mut out);
+    out
 }
 
 pub fn new_client() -> Client {

@@ -1,0 +1,30 @@
+-- Incidents (seed 000 §6): tracked by administrators, optionally linked to the
+-- audit entry that prompted them. Never deleted by the server.
+
+CREATE TABLE incidents (
+    id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id            uuid NOT NULL REFERENCES tenants (id),
+    created_at           timestamptz NOT NULL,
+    updated_at           timestamptz NOT NULL,
+    created_by           uuid,
+    status               text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'investigating', 'resolved')),
+    severity             text NOT NULL CHECK (severity IN ('low', 'medium', 'high')),
+    title                text NOT NULL CHECK (char_length(title) BETWEEN 1 AND 200),
+    description          text NOT NULL DEFAULT '' CHECK (char_length(description) <= 10000),
+    -- audit_logs is partitioned (its key is (id, created_at)), so this cannot be
+    -- a foreign key: the server checks the entry exists in the same tenant.
+    related_audit_log_id uuid,
+    UNIQUE (tenant_id, id),
+    FOREIGN KEY (tenant_id, created_by) REFERENCES users (tenant_id, id) ON DELETE SET NULL (created_by)
+);
+CREATE INDEX incidents_listing_idx ON incidents (tenant_id, created_at DESC, id DESC);
+CREATE INDEX incidents_status_idx ON incidents (tenant_id, status, severity);
+
+GRANT SELECT, INSERT, UPDATE ON incidents TO fortifile_app;
+SELECT fortifile_enable_tenant_rls('incidents');
+
+-- The dashboard's filters and highlights: login attempts by the username they
+-- named, and events by client address.
+CREATE INDEX audit_logs_login_username_idx ON audit_logs (tenant_id, lower(details->>'username'), created_at DESC)
+    WHERE action = 'auth.login';
+CREATE INDEX audit_logs_ip_idx ON audit_logs (tenant_id, ip, created_at DESC);

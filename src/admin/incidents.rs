@@ -1,0 +1,245 @@
+//! Incident pages (seed 000 §6): the list, the creation form (prefilled from an
+//! audit entry or a highlight), and the detail page with the related entry
+//! inline, a link to that user's activity around it, and the status/severity
+//! form. Changes go through `incidents` exactly as the JSON API's do.
+
+use askama::Template;
+use axum::{
+    Form,
+    extract::{Query, State},
+    response::{IntoResponse, Redirect, Response},
+};
+use serde::Deserialize;
+use time::Duration;
+use uuid::Uuid;
+
+use crate::{
+    audit::{Source, query::LogView},
+    auth::Authenticated,
+    authz::Permit,
+    db::TenantTx,
+    http::{AppState, client::ClientSource, error::AppError, params::ApiPath},
+    incidents::{self, IncidentChange, IncidentView, ListQuery, NewIncident, SEVERITIES, STATUSES},
+    web::{Nav, render},
+};
+
+async fn nav(state: &AppState, who: &Authenticated, permit: &Permit) -> Result<Nav, AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let nav = Nav::load(&mut tx, who, permit.subject()).await?;
+    tx.commit().await?;
+    Ok(nav)
+}
+
+async fn entry(tx: &mut TenantTx, id: Uuid) -> Result<Option<LogView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.created_at, a.user_id, u.username, a.action, a.target_type, a.target_id, host(a.ip) AS ip, \
+                a.user_agent, a.result, a.details \
+         FROM audit_logs a LEFT JOIN users u ON u.id = a.user_id WHERE a.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "incidents_list.html")]
+struct ListPage {
+    nav: Nav,
+    incidents: Vec<IncidentView>,
+    next: Option<String>,
+    status: String,
+    severity: String,
+    statuses: &'static [&'static str],
+    severities: &'static [&'static str],
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListForm {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    after: String,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    who: Authenticated,
+    permit: Permit,
+    Query(q): Query<ListForm>,
+) -> Result<Response, AppError> {
+    let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+    let query =
+        ListQuery { status: some(&q.status), severity: some(&q.severity), limit: Some(50), after: some(&q.after) };
+    let (incidents, next) = incidents::list(&state, &permit, query).await?;
+    let nav = nav(&state, &who, &permit).await?;
+    Ok(render(&ListPage {
+        nav,
+        incidents,
+        next,
+        status: q.status,
+        severity: q.severity,
+        statuses: STATUSES,
+        severities: SEVERITIES,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "incident_new.html")]
+struct NewPage {
+    nav: Nav,
+    related: Option<LogView>,
+    title: String,
+    error: bool,
+    severities: &'static [&'static str],
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NewQuery {
+    audit: Option<Uuid>,
+    #[serde(default)]
+    highlight: String,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    error: String,
+}
+
+pub async fn new(
+    State(state): State<AppState>,
+    who: Authenticated,
+    permit: Permit,
+    Query(q): Query<NewQuery>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let related = match q.audit {
+        Some(id) => entry(&mut tx, id).await?,
+        None => None,
+    };
+    let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
+    tx.commit().await?;
+    let what = match q.highlight.as_str() {
+        "failed_logins" => "Repeated failed logins",
+        "password_spraying" => "Password spraying",
+        "mac_denials" => "Repeated MAC denials",
+        "rbac_denials" => "Repeated permission denials",
+        "bulk_downloads" => "Bulk downloads",
+        _ => "",
+    };
+    let title = match (&related, what) {
+        (_, what) if !what.is_empty() => format!("{what}: {}", q.subject.chars().take(100).collect::<String>()),
+        (Some(r), _) => format!("{} ({})", r.action, r.result),
+        _ => String::new(),
+    };
+    Ok(render(&NewPage { nav, related, title, error: !q.error.is_empty(), severities: SEVERITIES }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IncidentForm {
+    title: String,
+    #[serde(default)]
+    description: String,
+    severity: String,
+    #[serde(default)]
+    related_audit_log_id: String,
+}
+
+/// The creation form's post (the JSON API shares its route and capability).
+pub async fn create_from_form(state: &AppState, permit: &Permit, source: &Source, form: IncidentForm) -> Response {
+    let related = form.related_audit_log_id.trim();
+    let related_audit_log_id = if related.is_empty() { None } else { Uuid::parse_str(related).ok() };
+    let input =
+        NewIncident { title: form.title, description: form.description, severity: form.severity, related_audit_log_id };
+    match incidents::create(state, permit, source, input).await {
+        Ok(incident) => Redirect::to(&format!("/admin/incidents/{}", incident.id)).into_response(),
+        Err(AppError::Internal(e)) => AppError::Internal(e).into_response(),
+        Err(_) => {
+            let audit = related_audit_log_id.map(|id| format!("&audit={id}")).unwrap_or_default();
+            Redirect::to(&format!("/admin/incidents/new?error=invalid{audit}")).into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "incident_detail.html")]
+struct DetailPage {
+    nav: Nav,
+    incident: IncidentView,
+    related: Option<LogView>,
+    /// The related user's activity an hour either side of the entry.
+    activity: Option<String>,
+    statuses: &'static [&'static str],
+    severities: &'static [&'static str],
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    who: Authenticated,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let incident = incidents::load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
+    let related = match incident.related_audit_log_id {
+        Some(entry_id) => entry(&mut tx, entry_id).await?,
+        None => None,
+    };
+    let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
+    tx.commit().await?;
+    let activity = related.as_ref().and_then(|r| {
+        let rfc = &time::format_description::well_known::Rfc3339;
+        let from = (r.created_at - Duration::hours(1)).format(rfc).ok()?;
+        let to = (r.created_at + Duration::hours(1)).format(rfc).ok()?;
+        let who = match (&r.username, r.details.get("username").and_then(|u| u.as_str())) {
+            (Some(user), _) => ("user", user.to_string()),
+            (None, Some(tried)) => ("username", tried.to_string()),
+            (None, None) => return None,
+        };
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair(who.0, &who.1).append_pair("from", &from).append_pair("to", &to);
+        Some(format!("/admin/logs?{}", q.finish()))
+    });
+    Ok(render(&DetailPage { nav, incident, related, activity, statuses: STATUSES, severities: SEVERITIES }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangeForm {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    severity: String,
+}
+
+/// `POST /admin/incidents/{id}`: the detail page's status/severity form.
+pub async fn change(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+    Form(form): Form<ChangeForm>,
+) -> Response {
+    let some = |s: String| Some(s).filter(|s| !s.is_empty());
+    let change = IncidentChange { status: some(form.status), severity: some(form.severity) };
+    match incidents::update(&state, &permit, &source, id, change).await {
+        Ok(_) => Redirect::to(&format!("/admin/incidents/{id}")).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// For the templates' selects: is `value` the `option`?
+fn same(value: &str, option: &str) -> bool {
+    value == option
+}
+
+impl ListPage {
+    fn same(&self, value: &str, option: &str) -> bool {
+        same(value, option)
+    }
+}
+
+impl DetailPage {
+    fn same(&self, value: &str, option: &str) -> bool {
+        same(value, option)
+    }
+}

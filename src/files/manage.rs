@@ -1,0 +1,129 @@
+//! Viewing, listing, reclassifying and deleting files. Each single-file
+//! operation loads the file in a tenant transaction, asks `authz::files`, and
+//! either records the refusal or makes the change with its audit row.
+
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    FileView,
+    catalog::{self, ListQuery, StoredFile},
+};
+use crate::{
+    audit::{self, Action, Entry, Outcome, Source},
+    authz::{
+        Permit,
+        files::{self as decide, FileOp, Refusal},
+    },
+    db::TenantTx,
+    http::{AppState, error::AppError},
+};
+
+/// Records `refusal` in `tx`, commits, and returns the 403 to answer.
+pub(super) async fn refused(mut tx: TenantTx, permit: &Permit, source: &Source, refusal: Refusal) -> AppError {
+    let recorded = async {
+        let error = refusal.record(&mut tx, permit, source).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(error)
+    };
+    recorded.await.unwrap_or_else(AppError::from)
+}
+
+/// Opens a transaction and loads file `id` for an operation decided by
+/// `decide::decide(op)`.
+pub(super) async fn decided(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    id: Uuid,
+    op: FileOp,
+) -> Result<(TenantTx, StoredFile), AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let changes = matches!(op, FileOp::Share | FileOp::Delete | FileOp::Classify);
+    let file = catalog::stored(&mut tx, id, permit.user_id(), state.clock.now(), changes).await?;
+    match decide::decide(permit, op, &file.facts) {
+        Ok(()) => Ok((tx, file)),
+        Err(refusal) => Err(refused(tx, permit, source, refusal).await),
+    }
+}
+
+pub async fn list(
+    state: &AppState,
+    permit: &Permit,
+    query: ListQuery,
+) -> Result<(Vec<FileView>, Option<String>), AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let page = catalog::list(&mut tx, permit.subject(), &query, state.clock.now()).await?;
+    tx.commit().await?;
+    Ok(page)
+}
+
+pub async fn get(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<FileView, AppError> {
+    let (mut tx, _) = decided(state, permit, source, id, FileOp::View).await?;
+    let view = catalog::view(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reclassify {
+    pub classification: String,
+}
+
+/// `PATCH /api/files/{id}`: raising needs a clearance at least the new level
+/// (`file.classify`); lowering is recorded as `file.declassify`.
+pub async fn classify(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    id: Uuid,
+    input: Reclassify,
+) -> Result<FileView, AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let file = catalog::stored(&mut tx, id, permit.user_id(), state.clock.now(), true).await?;
+    let (level_id, level) = catalog::level_named(&mut tx, input.classification.trim())
+        .await?
+        .ok_or_else(|| AppError::invalid("classification", "no such classification level"))?;
+    if let Err(refusal) = decide::decide_classify(permit, &file.facts, &level) {
+        return Err(refused(tx, permit, source, refusal).await);
+    }
+    let before = &file.facts.classification;
+    if level.rank != before.rank {
+        sqlx::query("UPDATE files SET classification_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(level_id)
+            .execute(tx.conn())
+            .await?;
+        let action = if level.rank > before.rank { Action::FileClassify } else { Action::FileDeclassify };
+        let entry = Entry::new(action, Outcome::Success).target("file", id).details(json!({
+            "name": file.name,
+            "before": before.name,
+            "after": level.name,
+        }));
+        audit::record(&mut tx, source, entry).await?;
+    }
+    let view = catalog::view(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// `DELETE /api/files/{id}`: the row (and its shares) goes with its audit row;
+/// the object is removed after the commit (or by the sweep, if that fails).
+pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
+    let (mut tx, file) = decided(state, permit, source, id, FileOp::Delete).await?;
+    sqlx::query("DELETE FROM files WHERE id = $1").bind(id).execute(tx.conn()).await?;
+    let entry = Entry::new(Action::FileDelete, Outcome::Success).target("file", id).details(json!({
+        "name": file.name,
+        "size": file.size,
+        "sha256": file.sha256,
+        "classification": file.facts.classification.name,
+    }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    if let Err(e) = state.files.storage.delete(&file.object_key).await {
+        tracing::warn!(error = %format!("{e:#}"), "could not remove a deleted file's object; the sweep will");
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Sharing a file with a colleague: the recipient may view and download it until
+//! the share expires or is revoked, checked on every request (no cache). The
+//! recipient's clearance must dominate the file's classification (no flow down).
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{catalog, manage::refused};
+use crate::{
+    audit::{self, Action, Entry, Outcome, Source},
+    authz::{
+        Permit,
+        files::{self as decide, FileOp, Level},
+    },
+    db::TenantTx,
+    http::{AppState, error::AppError},
+};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareView {
+    pub id: Uuid,
+    pub file_id: Uuid,
+    pub recipient: String,
+    pub shared_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Not expired at the time of the request.
+    pub active: bool,
+}
+
+macro_rules! share_select {
+    () => {
+        "SELECT s.id, s.file_id, r.username AS recipient, b.username AS shared_by, s.created_at, s.expires_at, \
+                (s.expires_at IS NULL OR s.expires_at > $2) AS active \
+         FROM file_shares s JOIN users r ON r.id = s.recipient_id LEFT JOIN users b ON b.id = s.shared_by "
+    };
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewShare {
+    pub username: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Creates the share, or changes the expiry of an existing one with the same
+/// recipient. Returns the share and whether it is new.
+pub async fn create(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    file_id: Uuid,
+    input: NewShare,
+) -> Result<(ShareView, bool), AppError> {
+    let now = state.clock.now();
+    if input.expires_at.is_some_and(|at| at <= now) {
+        return Err(AppError::invalid("expiresAt", "must be in the future"));
+    }
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let file = catalog::stored(&mut tx, file_id, permit.user_id(), now, true).await?;
+    let recipient: Option<(Uuid, String, String, i32)> = sqlx::query_as(
+        "SELECT u.id, u.username, c.name, c.level FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
+         WHERE lower(u.username) = lower($1) AND u.status = 'active'",
+    )
+    .bind(input.username.trim())
+    .fetch_optional(tx.conn())
+    .await?;
+    let (recipient_id, username, clearance, rank) =
+        recipient.ok_or_else(|| AppError::invalid("username", "no active user with that username"))?;
+    if recipient_id == file.facts.owner_id {
+        return Err(AppError::invalid("username", "the owner already has this file"));
+    }
+    if let Err(refusal) = decide::decide_share(permit, &file.facts, &username, &Level { name: clearance, rank }) {
+        return Err(refused(tx, permit, source, refusal).await);
+    }
+    let (share_id, inserted): (Uuid, bool) = sqlx::query_as(
+        "INSERT INTO file_shares (tenant_id, file_id, recipient_id, shared_by, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (file_id, recipient_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, shared_by = EXCLUDED.shared_by \
+         RETURNING id, (xmax = 0) AS inserted",
+    )
+    .bind(permit.tenant_id())
+    .bind(file_id)
+    .bind(recipient_id)
+    .bind(permit.user_id())
+    .bind(now)
+    .bind(input.expires_at)
+    .fetch_one(tx.conn())
+    .await?;
+    let entry = Entry::new(Action::FileShare, Outcome::Success).target("file", file_id).details(json!({
+        "name": file.name,
+        "share": share_id,
+        "recipient": username,
+        "expiresAt": input.expires_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+        "classification": file.facts.classification.name,
+        "renewed": !inserted,
+    }));
+    audit::record(&mut tx, source, entry).await?;
+    let view = one(&mut tx, share_id, now).await?;
+    tx.commit().await?;
+    Ok((view, inserted))
+}
+
+/// The shares of a file, for those who may share it.
+pub async fn list(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    file_id: Uuid,
+) -> Result<Vec<ShareView>, AppError> {
+    let now = state.clock.now();
+    let (mut tx, _) = super::manage::decided(state, permit, source, file_id, FileOp::Share).await?;
+    let shares = sqlx::query_as(concat!(share_select!(), "WHERE s.file_id = $1 ORDER BY s.created_at, s.id"))
+        .bind(file_id)
+        .bind(now)
+        .fetch_all(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(shares)
+}
+
+/// Revokes one share; the recipient loses access on their next request.
+pub async fn delete(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    file_id: Uuid,
+    share_id: Uuid,
+) -> Result<(), AppError> {
+    let now = state.clock.now();
+    let (mut tx, file) = super::manage::decided(state, permit, source, file_id, FileOp::Share).await?;
+    let share = sqlx::query_as::<_, ShareView>(concat!(share_select!(), "WHERE s.id = $1"))
+        .bind(share_id)
+        .bind(now)
+        .fetch_optional(tx.conn())
+        .await?
+        .filter(|s| s.file_id == file_id)
+        .ok_or(AppError::NotFound)?;
+    sqlx::query("DELETE FROM file_shares WHERE id = $1").bind(share_id).execute(tx.conn()).await?;
+    let entry = Entry::new(Action::FileUnshare, Outcome::Success).target("file", file_id).details(json!({
+        "name": file.name,
+        "share": share_id,
+        "recipient": share.recipient,
+    }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn one(tx: &mut TenantTx, id: Uuid, now: OffsetDateTime) -> Result<ShareView, sqlx::Error> {
+    sqlx::query_as(concat!(share_select!(), "WHERE s.id = $1")).bind(id).bind(now).fetch_one(tx.conn()).await
+}

@@ -1,0 +1,198 @@
+//! Object storage behind one interface: a local directory or an S3-compatible
+//! bucket (AWS S3, MinIO, Ceph RGW), through Apache Arrow's `object_store`.
+//!
+//! Keys are generated here (`<tenant>/<random uuid>`); a user's filename never
+//! becomes part of one. Objects are written with multipart uploads so memory
+//! stays bounded, and an upload that is not finished is aborted, also when its
+//! request is dropped mid-body.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use object_store::{
+    GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart, aws::AmazonS3Builder, local::LocalFileSystem,
+    path::Path, prefix::PrefixStore,
+};
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use uuid::Uuid;
+
+use crate::config::StorageSpec;
+
+/// Bytes buffered per part (S3's minimum part size is 5 MiB).
+const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Parts uploading at once per upload; with [`PART_SIZE`] this bounds an
+/// upload's buffers to about 15 MiB.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Block size for reading local objects.
+const READ_SIZE: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    label: String,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Storage({})", self.label)
+    }
+}
+
+impl Storage {
+    pub fn open(spec: &StorageSpec) -> anyhow::Result<Storage> {
+        match spec {
+            StorageSpec::Local(dir) => {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .with_context(|| format!("FORTIFILE_STORAGE: cannot create {}", dir.display()))?;
+                let store = LocalFileSystem::new_with_prefix(dir)
+                    .with_context(|| format!("FORTIFILE_STORAGE: cannot use {}", dir.display()))?;
+                Ok(Storage { store: Arc::new(store), label: format!("file://{}", dir.display()) })
+            }
+            StorageSpec::S3 { bucket, prefix, settings } => {
+                let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+                for (name, value) in &settings.0 {
+                    let key =
+                        name.to_ascii_lowercase().parse().with_context(|| format!("{name}: not an S3 setting"))?;
+                    builder = builder.with_config(key, value);
+                    if name.starts_with("AWS_ENDPOINT") && value.starts_with("http://") {
+                        builder = builder.with_allow_http(true);
+                    }
+                }
+                let s3 = builder.build().context("FORTIFILE_STORAGE: configuring the S3 client")?;
+                let label = format!("s3://{bucket}/{prefix}");
+                let store: Arc<dyn ObjectStore> =
+                    if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix.as_str())) };
+                Ok(Storage { store, label })
+            }
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// A new, unused object key for a file of `tenant`.
+    pub fn new_key(tenant: Uuid) -> String {
+        format!("{tenant}/{}", Uuid::new_v4())
+    }
+
+    /// Starts writing the object `key`.
+    pub async fn writer(&self, key: &str) -> anyhow::Result<ObjectWriter> {
+        let path = Path::parse(key)?;
+        let upload = self.store.put_multipart(&path).await.context("starting an object upload")?;
+        Ok(ObjectWriter {
+            upload: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
+            store: self.store.clone(),
+            path,
+        })
+    }
+
+    /// The object `key`, streamed. A local file is read in [`READ_SIZE`] blocks
+    /// (the store's own file stream reads small chunks, each on the blocking pool).
+    pub async fn read(&self, key: &str) -> anyhow::Result<BoxStream<'static, anyhow::Result<Bytes>>> {
+        let got = self.store.get(&Path::parse(key)?).await.context("reading a stored object")?;
+        match got.payload {
+            GetResultPayload::File(file, _) => {
+                let mut file = tokio::fs::File::from_std(file);
+                file.seek(std::io::SeekFrom::Start(got.range.start)).await?;
+                let remaining = got.range.end - got.range.start;
+                let blocks = futures::stream::try_unfold((file, remaining), |(mut file, remaining)| async move {
+                    if remaining == 0 {
+                        return Ok(None);
+                    }
+                    let mut block = vec![0u8; READ_SIZE.min(remaining as usize)];
+                    let n = file.read(&mut block).await.context("reading a stored object")?;
+                    if n == 0 {
+                        anyhow::bail!("a stored object ended early");
+                    }
+                    block.truncate(n);
+                    Ok(Some((Bytes::from(block), (file, remaining - n as u64))))
+                });
+                Ok(blocks.boxed())
+            }
+            GetResultPayload::Stream(stream) => Ok(stream.map_err(anyhow::Error::from).boxed()),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self.store.delete(&Path::parse(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).context("deleting a stored object"),
+        }
+    }
+
+    /// Every object last modified before `before`, as (tenant, key): the
+    /// candidates of the sweep of unreferenced objects.
+    pub async fn objects_older_than(&self, before: OffsetDateTime) -> anyhow::Result<Vec<(Uuid, String)>> {
+        let mut listing = self.store.list(None);
+        let mut found = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.context("listing stored objects")?;
+            if meta.last_modified.timestamp() >= before.unix_timestamp() {
+                continue;
+            }
+            let key = meta.location.to_string();
+            // Anything not of our own key form is not ours to judge; leave it.
+            if let Some(tenant) = key.split_once('/').and_then(|(t, _)| Uuid::parse_str(t).ok()) {
+                found.push((tenant, key));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object being written. Finish it, or it is aborted: explicitly with
+/// [`ObjectWriter::abort`], or in the background when dropped (a request
+/// cancelled mid-body leaves no object behind).
+pub struct ObjectWriter {
+    upload: Option<WriteMultipart>,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+}
+
+impl ObjectWriter {
+    /// Queues `data`; waits while too many parts are in flight.
+    pub async fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        let upload = self.upload.as_mut().context("object writer already closed")?;
+        upload.wait_for_capacity(PARTS_IN_FLIGHT).await.context("uploading an object part")?;
+        upload.write(data);
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        let upload = self.upload.take().context("object writer already closed")?;
+        upload.finish().await.context("completing an object upload")?;
+        Ok(())
+    }
+
+    pub async fn abort(mut self) {
+        if let Some(upload) = self.upload.take() {
+            abort(upload, self.store.clone(), self.path.clone()).await;
+        }
+    }
+}
+
+async fn abort(upload: WriteMultipart, store: Arc<dyn ObjectStore>, path: Path) {
+    if let Err(e) = upload.abort().await {
+        tracing::warn!(error = %e, "could not abort an object upload; the sweep will remove what is left");
+    }
+    // Some stores complete parts eagerly; make sure nothing stays at the key.
+    let _ = store.delete(&path).await;
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(abort(upload, self.store.clone(), self.path.clone()));
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! `POST /api/files`: a multipart upload, decided before a byte is stored,
+//! encrypted as it streams in, and recorded only once the object is complete.
+//!
+//! Parts, in order: optional `classification` and `department` (names), then
+//! `file`. The decision (MAC, then the upload grant's scope for the department)
+//! is made when the `file` part begins, so a refused upload stores nothing.
+//! Memory stays bounded whatever the size: the body is read chunk by chunk,
+//! sealed in 64 KiB segments and written as 5 MiB multipart parts.
+//!
+//! No half states: the row and its `file.upload` audit row commit together after
+//! the object is fully stored; a refused, oversize, interrupted or failed upload
+//! aborts the object (also when the request is dropped: see `ObjectWriter`).
+
+use axum::extract::multipart::{Field, Multipart, MultipartError};
+use ring::digest;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    FileView,
+    catalog::{self, clean_filename},
+    crypto::Sealer,
+    storage::{ObjectWriter, Storage},
+};
+use crate::{
+    audit::{self, Action, Entry, Outcome, Source},
+    authz::{
+        Permit,
+        files::{self as decide, Level},
+    },
+    http::{AppState, error::AppError},
+};
+
+/// Bytes of the start of a file used to detect its type.
+const SNIFF_LEN: usize = 8192;
+/// The longest text part (`classification`, `department`).
+const MAX_TEXT_PART: usize = 256;
+
+/// Where the upload goes, once decided.
+struct Placement {
+    classification_id: Uuid,
+    classification: Level,
+    department_id: Uuid,
+    department: String,
+}
+
+/// A completely stored object, not yet recorded.
+struct Stored {
+    file_id: Uuid,
+    key: String,
+    wrapped_key: Vec<u8>,
+    name: String,
+    size: u64,
+    sha256: Vec<u8>,
+    content_type: String,
+}
+
+/// Room for the multipart framing and text parts around the file's bytes.
+const FRAMING_ALLOWANCE: u64 = 64 * 1024;
+
+/// Uploads the multipart `form`. `declared` is the request's `Content-Length`:
+/// a body declared larger than the limit allows is refused before it is read.
+pub async fn upload(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    declared: Option<u64>,
+    mut form: Multipart,
+) -> Result<FileView, AppError> {
+    let limit = state.files.max_upload_bytes;
+    if declared.is_some_and(|len| len > limit + FRAMING_ALLOWANCE) {
+        return Err(too_large(state, permit, source, "", limit).await);
+    }
+    let mut classification = None;
+    let mut department = None;
+    let field = loop {
+        let field = form.next_field().await.map_err(multipart_error)?;
+        let Some(field) = field else { return Err(AppError::invalid("file", "a file part is required")) };
+        match field.name() {
+            Some("classification") => classification = Some(text_part(field, "classification").await?),
+            Some("department") => department = Some(text_part(field, "department").await?),
+            Some("file") => break field,
+            _ => return Err(AppError::invalid("file", "expected the parts classification, department and file")),
+        }
+    };
+    let placement = place(state, permit, source, classification.as_deref(), department.as_deref()).await?;
+    let name = clean_filename(field.file_name().unwrap_or(""));
+    let stored = store(state, permit, source, field, name).await?;
+    // Nothing may follow the file: a part after it would not have been decided on.
+    let trailing = form.next_field().await.map_err(multipart_error);
+    if !matches!(trailing, Ok(None)) {
+        discard(&state.files.storage, &stored.key).await;
+        return Err(trailing.err().unwrap_or_else(|| {
+            AppError::invalid("file", "the file must be the last part (classification and department come first)")
+        }));
+    }
+    match record(state, permit, source, &placement, &stored).await {
+        Ok(view) => Ok(view),
+        Err(e) => {
+            discard(&state.files.storage, &stored.key).await;
+            Err(e)
+        }
+    }
+}
+
+/// Resolves the classification (default: the lowest level, `public`) and the
+/// department (default: the uploader's) and decides. A refusal is recorded.
+async fn place(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    classification: Option<&str>,
+    department: Option<&str>,
+) -> Result<Placement, AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let (classification_id, classification) = match classification.map(str::trim).filter(|c| !c.is_empty()) {
+        None => catalog::lowest_level(&mut tx).await?,
+        Some(name) => catalog::level_named(&mut tx, name)
+            .await?
+            .ok_or_else(|| AppError::invalid("classification", "no such classification level"))?,
+    };
+    let (department_id, department) = match department.map(str::trim).filter(|d| !d.is_empty()) {
+        None => {
+            let id = permit.subject().department_id;
+            let name: String =
+                sqlx::query_scalar("SELECT name FROM departments WHERE id = $1").bind(id).fetch_one(tx.conn()).await?;
+            (id, name)
+        }
+        Some(name) => catalog::department_named(&mut tx, name)
+            .await?
+            .ok_or_else(|| AppError::invalid("department", "no such department"))?,
+    };
+    if let Err(refusal) = decide::decide_upload(permit, &classification, department_id) {
+        let error = refusal.record(&mut tx, permit, source).await?;
+        tx.commit().await?;
+        return Err(error);
+    }
+    tx.commit().await?;
+    Ok(Placement { classification_id, classification, department_id, department })
+}
+
+/// Streams the `file` part into a new encrypted object.
+async fn store(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut field: Field<'_>,
+    name: String,
+) -> Result<Stored, AppError> {
+    let vault = &state.files;
+    let file_id = Uuid::new_v4();
+    let key = Storage::new_key(permit.tenant_id());
+    let (data_key, wrapped_key) =
+        vault.master.new_data_key(permit.tenant_id(), file_id).map_err(anyhow::Error::from)?;
+    let (mut sealer, header) = Sealer::new(data_key).map_err(anyhow::Error::from)?;
+    let mut writer = vault.storage.writer(&key).await?;
+    writer.write(&header).await?;
+
+    let mut sha = digest::Context::new(&digest::SHA256);
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    let mut size: u64 = 0;
+    let mut sealed = Vec::new();
+    loop {
+        let chunk = match field.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                writer.abort().await;
+                return Err(multipart_error(e));
+            }
+        };
+        size += chunk.len() as u64;
+        if size > vault.max_upload_bytes {
+            writer.abort().await;
+            return Err(too_large(state, permit, source, &name, vault.max_upload_bytes).await);
+        }
+        sha.update(&chunk);
+        if head.len() < SNIFF_LEN {
+            head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_LEN - head.len())]);
+        }
+        sealer.push(&chunk, &mut sealed).map_err(anyhow::Error::from)?;
+        flush(&mut writer, &mut sealed).await?;
+    }
+    sealer.finish(&mut sealed).map_err(anyhow::Error::from)?;
+    flush(&mut writer, &mut sealed).await?;
+    writer.finish().await?;
+    Ok(Stored {
+        file_id,
+        key,
+        wrapped_key,
+        name,
+        size,
+        sha256: sha.finish().as_ref().to_vec(),
+        content_type: detect_content_type(&head),
+    })
+}
+
+async fn flush(writer: &mut ObjectWriter, sealed: &mut Vec<u8>) -> anyhow::Result<()> {
+    if !sealed.is_empty() {
+        writer.write(sealed).await?;
+        sealed.clear();
+    }
+    Ok(())
+}
+
+/// Inserts the row and its audit row in one transaction.
+async fn record(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    placement: &Placement,
+    stored: &Stored,
+) -> Result<FileView, AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    sqlx::query(
+        "INSERT INTO files (id, tenant_id, owner_id, department_id, classification_id, name, size, content_type, \
+                            sha256, object_key, key_id, wrapped_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(stored.file_id)
+    .bind(permit.tenant_id())
+    .bind(permit.user_id())
+    .bind(placement.department_id)
+    .bind(placement.classification_id)
+    .bind(&stored.name)
+    .bind(stored.size as i64)
+    .bind(&stored.content_type)
+    .bind(&stored.sha256)
+    .bind(&stored.key)
+    .bind(state.files.master.id())
+    .bind(&stored.wrapped_key)
+    .bind(state.clock.now())
+    .execute(tx.conn())
+    .await?;
+    let entry = Entry::new(Action::FileUpload, Outcome::Success).target("file", stored.file_id).details(json!({
+        "name": stored.name,
+        "size": stored.size,
+        "sha256": hex::encode(&stored.sha256),
+        "contentType": stored.content_type,
+        "classification": placement.classification.name,
+        "department": placement.department,
+    }));
+    audit::record(&mut tx, source, entry).await?;
+    let view = catalog::view(&mut tx, stored.file_id).await?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// Records the refused oversize upload and returns the 413.
+async fn too_large(state: &AppState, permit: &Permit, source: &Source, name: &str, limit: u64) -> AppError {
+    let entry = Entry::new(Action::FileUpload, Outcome::Fail)
+        .details(json!({ "name": name, "reason": "too_large", "limit": limit }));
+    match audit::record_alone(&state.db, permit.tenant_id(), Some(permit.user_id()), source, entry).await {
+        Ok(_) => AppError::PayloadTooLarge,
+        Err(e) => e.into(),
+    }
+}
+
+async fn discard(storage: &Storage, key: &str) {
+    if let Err(e) = storage.delete(key).await {
+        tracing::warn!(error = %e, "could not remove an unrecorded object; the sweep will");
+    }
+}
+
+async fn text_part(mut field: Field<'_>, name: &'static str) -> Result<String, AppError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_TEXT_PART {
+            return Err(AppError::invalid(name, "too long"));
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| AppError::invalid(name, "must be UTF-8 text"))
+}
+
+fn multipart_error(e: MultipartError) -> AppError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::PayloadTooLarge
+    } else {
+        AppError::BadRequest(format!("Malformed or interrupted multipart body: {}", e.body_text()))
+    }
+}
+
+/// The content type, from the bytes: a known signature, else UTF-8 text, else
+/// `application/octet-stream`. The client's claim is never used.
+pub fn detect_content_type(head: &[u8]) -> String {
+    if let Some(kind) = infer::get(head) {
+        return kind.mime_type().to_string();
+    }
+    let text = match std::str::from_utf8(head) {
+        Ok(_) => true,
+        // A character cut at the end of the sniffed prefix is still text.
+        Err(e) => e.error_len().is_none() && head.len() == SNIFF_LEN,
+    };
+    let printable = !head.iter().any(|b| b.is_ascii_control() && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c));
+    if text && printable { "text/plain; charset=utf-8" } else { "application/octet-stream" }.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_content_type_comes_from_the_bytes() {
+        assert_eq!(detect_content_type(b"%PDF-1.7\n..."), "application/pdf");
+        assert_eq!(detect_content_type(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), "image/png");
+        assert_eq!(detect_content_type("plain words, café\n".as_bytes()), "text/plain; charset=utf-8");
+        assert_eq!(detect_content_type(b"\0\x01\x02binary"), "application/octet-stream");
+        assert_eq!(detect_content_type(b""), "text/plain; charset=utf-8");
+    }
+}

@@ -1,0 +1,65 @@
+//! HTTP handlers for incidents: parse, call the capability, shape the answer.
+
+use axum::{
+    Form, Json,
+    extract::{FromRequest, Request, State},
+    http::header,
+    response::IntoResponse,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{IncidentChange, ListQuery, NewIncident};
+use crate::{
+    admin,
+    authz::Permit,
+    http::{
+        AppState,
+        client::ClientSource,
+        error::AppError,
+        json::ApiJson,
+        params::{ApiPath, ApiQuery},
+        reply::{Answer, created, ok},
+    },
+};
+
+/// `POST /admin/incidents`: JSON (the API) or the new-incident page's form.
+pub async fn create(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    req: Request,
+) -> Answer {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let Form(form) = Form::<admin::incidents::IncidentForm>::from_request(req, &s)
+            .await
+            .map_err(|_| AppError::invalid("title", "give a title and a severity"))?;
+        return Ok(admin::incidents::create_from_form(&s, &permit, &src, form).await);
+    }
+    let ApiJson(input) = ApiJson::<NewIncident>::from_request(req, &s).await?;
+    created("incident", super::create(&s, &permit, &src, input).await?)
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<IncidentChange>,
+) -> Answer {
+    ok("incident", super::update(&s, &permit, &src, id, input).await?)
+}
+
+pub async fn get(State(s): State<AppState>, permit: Permit, ApiPath(id): ApiPath<Uuid>) -> Answer {
+    ok("incident", super::get(&s, &permit, id).await?)
+}
+
+pub async fn list(State(s): State<AppState>, permit: Permit, ApiQuery(q): ApiQuery<ListQuery>) -> Answer {
+    let (incidents, next) = super::list(&s, &permit, q).await?;
+    Ok(Json(json!({ "incidents": incidents, "nextCursor": next })).into_response())
+}

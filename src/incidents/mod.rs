@@ -1,0 +1,230 @@
+//! Security incidents (seed 000 §6): created and moved through `open` →
+//! `investigating` → `resolved` by holders of `incident.manage`, optionally
+//! linked to the audit entry that prompted them. Each change writes its audit
+//! row (`incident.create`, `incident.update` with before and after) in the same
+//! transaction.
+
+pub mod handlers;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    audit::{self, Action, Entry, Outcome, Source},
+    authz::Permit,
+    db::TenantTx,
+    directory::clean_name,
+    http::{AppState, error::AppError},
+};
+
+pub const STATUSES: &[&str] = &["open", "investigating", "resolved"];
+pub const SEVERITIES: &[&str] = &["low", "medium", "high"];
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentView {
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub created_by: Option<String>,
+    pub status: String,
+    pub severity: String,
+    pub title: String,
+    pub description: String,
+    pub related_audit_log_id: Option<Uuid>,
+}
+
+macro_rules! incident_select {
+    () => {
+        "SELECT i.id, i.created_at, i.updated_at, u.username AS created_by, i.status, i.severity, i.title, \
+                i.description, i.related_audit_log_id \
+         FROM incidents i LEFT JOIN users u ON u.id = i.created_by "
+    };
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewIncident {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub severity: String,
+    #[serde(default)]
+    pub related_audit_log_id: Option<Uuid>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentChange {
+    pub status: Option<String>,
+    pub severity: Option<String>,
+}
+
+fn one_of(field: &'static str, value: &str, allowed: &[&str]) -> Result<String, AppError> {
+    let value = value.trim().to_ascii_lowercase();
+    if allowed.contains(&value.as_str()) {
+        Ok(value)
+    } else {
+        Err(AppError::invalid(field, format!("must be one of {}", allowed.join(", "))))
+    }
+}
+
+fn clean_description(text: &str) -> Result<String, AppError> {
+    let text = text.trim();
+    if text.chars().count() > 10_000 {
+        return Err(AppError::invalid("description", "must be at most 10000 characters"));
+    }
+    Ok(text.to_string())
+}
+
+pub async fn create(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    input: NewIncident,
+) -> Result<IncidentView, AppError> {
+    let title = clean_name("title", &input.title, 200)?;
+    let description = clean_description(&input.description)?;
+    let severity = one_of("severity", &input.severity, SEVERITIES)?;
+    let now = state.clock.now();
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    if let Some(entry) = input.related_audit_log_id {
+        // Row-level security hides other tenants' entries: they are "unknown" too.
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_logs WHERE id = $1)")
+            .bind(entry)
+            .fetch_one(tx.conn())
+            .await?;
+        if !exists {
+            return Err(AppError::invalid("relatedAuditLogId", "no such audit log entry"));
+        }
+    }
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO incidents (tenant_id, created_at, updated_at, created_by, severity, title, description, \
+                                related_audit_log_id) \
+         VALUES ($1, $2, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(permit.tenant_id())
+    .bind(now)
+    .bind(permit.user_id())
+    .bind(&severity)
+    .bind(&title)
+    .bind(&description)
+    .bind(input.related_audit_log_id)
+    .fetch_one(tx.conn())
+    .await?;
+    let entry = Entry::new(Action::IncidentCreate, Outcome::Success).target("incident", id).details(json!({
+        "title": title,
+        "severity": severity,
+        "status": "open",
+        "relatedAuditLogId": input.related_audit_log_id,
+    }));
+    audit::record(&mut tx, source, entry).await?;
+    let view = load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// Changes status and/or severity; records each changed field's before and after.
+pub async fn update(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    id: Uuid,
+    input: IncidentChange,
+) -> Result<IncidentView, AppError> {
+    if input.status.is_none() && input.severity.is_none() {
+        return Err(AppError::invalid("status", "give a status, a severity, or both"));
+    }
+    let status = input.status.as_deref().map(|s| one_of("status", s, STATUSES)).transpose()?;
+    let severity = input.severity.as_deref().map(|s| one_of("severity", s, SEVERITIES)).transpose()?;
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let before: Option<(String, String)> =
+        sqlx::query_as("SELECT status, severity FROM incidents WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?;
+    let (old_status, old_severity) = before.ok_or(AppError::NotFound)?;
+    let mut changes = Map::new();
+    for (field, old, new) in [("status", &old_status, &status), ("severity", &old_severity, &severity)] {
+        if let Some(new) = new
+            && new != old
+        {
+            changes.insert(field.into(), json!({ "before": old, "after": new }));
+        }
+    }
+    if !changes.is_empty() {
+        sqlx::query(
+            "UPDATE incidents SET status = COALESCE($2, status), severity = COALESCE($3, severity), updated_at = $4 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&status)
+        .bind(&severity)
+        .bind(state.clock.now())
+        .execute(tx.conn())
+        .await?;
+        let entry = Entry::new(Action::IncidentUpdate, Outcome::Success)
+            .target("incident", id)
+            .details(json!({ "changes": Value::Object(changes) }));
+        audit::record(&mut tx, source, entry).await?;
+    }
+    let view = load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+pub async fn load(tx: &mut TenantTx, id: Uuid) -> Result<Option<IncidentView>, sqlx::Error> {
+    sqlx::query_as(concat!(incident_select!(), "WHERE i.id = $1")).bind(id).fetch_optional(tx.conn()).await
+}
+
+pub async fn get(state: &AppState, permit: &Permit, id: Uuid) -> Result<IncidentView, AppError> {
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let view = load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub severity: Option<String>,
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub after: Option<String>,
+}
+
+/// Incidents newest first, filtered by status and severity, one page at a time.
+pub async fn list(
+    state: &AppState,
+    permit: &Permit,
+    query: ListQuery,
+) -> Result<(Vec<IncidentView>, Option<String>), AppError> {
+    let status = query.status.as_deref().map(|s| one_of("status", s, STATUSES)).transpose()?;
+    let severity = query.severity.as_deref().map(|s| one_of("severity", s, SEVERITIES)).transpose()?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(AppError::invalid("limit", "must be between 1 and 200"));
+    }
+    let after = query.after.as_deref().map(crate::http::params::parse_cursor).transpose()?;
+    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let rows: Vec<IncidentView> = sqlx::query_as(concat!(
+        incident_select!(),
+        "WHERE ($1::text IS NULL OR i.status = $1) AND ($2::text IS NULL OR i.severity = $2) \
+           AND ($3::timestamptz IS NULL OR (i.created_at, i.id) < ($3, $4)) \
+         ORDER BY i.created_at DESC, i.id DESC LIMIT $5"
+    ))
+    .bind(status)
+    .bind(severity)
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit + 1)
+    .fetch_all(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(crate::http::params::finish_page(rows, limit, |i| (i.created_at, i.id)))
+}

@@ -1,0 +1,102 @@
+//! `GET /login`, its form post (the same flow and audit as `POST /auth/login`),
+//! and the logout form on every page.
+
+use askama::Template;
+use axum::{
+    Form,
+    extract::{Query, State, rejection::FormRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Redirect, Response},
+};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{render, render_status, safe_next};
+use crate::{
+    auth::{
+        Authenticated,
+        account::{self, LoginInput},
+        session,
+    },
+    http::{AppState, client::ClientSource, error::AppError},
+};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    next: String,
+    username: String,
+    tenant: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+pub async fn page(State(state): State<AppState>, Query(q): Query<NextQuery>, headers: HeaderMap) -> Response {
+    let next = safe_next(q.next.as_deref());
+    // Already signed in: straight on.
+    if session::from_headers(&state.config, &headers).is_some() {
+        let mut parts = axum::http::Request::new(()).into_parts().0;
+        parts.headers = headers;
+        if Authenticated::from_request_parts_ok(&mut parts, &state).await {
+            return Redirect::to(&next).into_response();
+        }
+    }
+    render(&LoginPage { next, username: String::new(), tenant: String::new(), error: None })
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: SecretString,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    next: String,
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        let page = LoginPage {
+            next: "/".into(),
+            username: String::new(),
+            tenant: String::new(),
+            error: Some("Fill in your username and password".into()),
+        };
+        return render_status(StatusCode::BAD_REQUEST, &page);
+    };
+    let next = safe_next(Some(&form.next));
+    let input = LoginInput {
+        username: form.username.clone(),
+        password: form.password,
+        tenant: Some(form.tenant.clone()).filter(|t| !t.trim().is_empty()),
+    };
+    let previous = session::from_headers(&state.config, &headers);
+    match account::login(&state, &source, input, previous).await {
+        Ok((_, cookie)) => {
+            ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next)).into_response()
+        }
+        Err(AppError::Internal(e)) => AppError::Internal(e).into_response(),
+        Err(e) => {
+            let status = e.status();
+            let page = LoginPage { next, username: form.username, tenant: form.tenant, error: Some(e.to_string()) };
+            render_status(status, &page)
+        }
+    }
+}
+
+/// `POST /logout` (a form with `csrf_token`): ends the session, back to login.
+pub async fn logout(State(state): State<AppState>, ClientSource(source): ClientSource, who: Authenticated) -> Response {
+    if let Err(e) = account::logout(&state, &source, &who).await {
+        return e.into_response();
+    }
+    ([(header::SET_COOKIE, session::clear_cookie(&state.config))], Redirect::to("/login")).into_response()
+}

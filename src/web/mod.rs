@@ -1,0 +1,138 @@
+//! Server-rendered pages for people: auto-escaping askama templates under
+//! `templates/`, one stylesheet and one small script under `static/` (compiled
+//! into the binary, so nothing comes from elsewhere), and a Content-Security-
+//! Policy that allows only our own script and style: no inline script at all.
+//!
+//! Pages are declared in `http::routes` with `page`/`page_guarded`: an
+//! anonymous browser is redirected to `/login?next=…` (same-site targets only),
+//! a missing permission shows the 403 page and is recorded as `rbac.denied`.
+//! Forms post URL-encoded with a `csrf_token` field; the upload form, which is
+//! multipart and streamed, carries the token in its action's query string.
+
+pub mod documents;
+pub mod login;
+
+use askama::Template;
+use axum::{
+    http::{HeaderValue, StatusCode, Uri, header},
+    response::{Html, IntoResponse, Redirect, Response},
+};
+
+use crate::{
+    auth::Authenticated,
+    authz::{Permission, Subject},
+    db::TenantTx,
+};
+
+/// The policy of every page: our own script, style and images; forms and
+/// fetches to ourselves; never framed.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// Renders `page` with `status` and the page CSP.
+pub fn render_status(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(body) => {
+            let mut response = (status, Html(body)).into_response();
+            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+            response
+        }
+        Err(e) => crate::http::error::AppError::Internal(anyhow::anyhow!("rendering a page: {e}")).into_response(),
+    }
+}
+
+pub fn render(page: &impl Template) -> Response {
+    render_status(StatusCode::OK, page)
+}
+
+/// Where to go after signing in: a path on this site, never another origin
+/// (`//host`, `/\host`, schemes and control characters are refused).
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.chars().any(|c| c.is_control() || c == '\\') =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+/// The login page, remembering where the browser was going.
+pub fn to_login(uri: &Uri) -> Response {
+    let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    let next: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+    Redirect::to(&format!("/login?next={next}")).into_response()
+}
+
+#[derive(Template)]
+#[template(path = "forbidden.html")]
+struct Forbidden;
+
+/// The 403 page.
+pub fn forbidden_page() -> Response {
+    render_status(StatusCode::FORBIDDEN, &Forbidden)
+}
+
+/// What the page header shows: who is signed in, the logout form's token, and
+/// the links this user may follow.
+pub struct Nav {
+    pub username: String,
+    pub csrf: String,
+    pub view_logs: bool,
+    pub incidents: bool,
+    pub users: bool,
+    pub roles: bool,
+}
+
+impl Nav {
+    pub async fn load(tx: &mut TenantTx, who: &Authenticated, subject: &Subject) -> Result<Nav, sqlx::Error> {
+        let username: String = sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+            .bind(who.user_id)
+            .fetch_one(tx.conn())
+            .await?;
+        Ok(Nav {
+            username,
+            csrf: who.cookie.csrf_token(),
+            view_logs: subject.holds(Permission::AdminViewLogs),
+            incidents: subject.holds(Permission::IncidentManage),
+            users: subject.holds(Permission::UsersView),
+            roles: subject.holds(Permission::AdminManageRoles),
+        })
+    }
+}
+
+/// `GET /static/app.css`
+pub async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", include_str!("../../static/app.css"))
+}
+
+/// `GET /static/upload.js`
+pub async fn upload_script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../../static/upload.js"))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_site_next_targets_are_followed() {
+        assert_eq!(safe_next(Some("/admin/logs?action=auth.login")), "/admin/logs?action=auth.login");
+        for bad in ["//evil.example", "/\\evil.example", "https://evil.example", "javascript:alert(1)", "/a\r\nb", ""] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+}

@@ -1,0 +1,287 @@
+//! Storage and encryption at rest on the local backend: nothing readable on
+//! disk, tampering detected, filenames never paths, no half states after an
+//! aborted, oversize or orphaned upload.
+
+mod common;
+
+use std::{path::PathBuf, time::Duration};
+
+use common::{Session, TestApp, stored_objects as objects};
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+async fn object_path(app: &TestApp, id: Uuid) -> PathBuf {
+    let key: String = sqlx::query_scalar("SELECT object_key FROM files WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    app.storage_dir().join(key)
+}
+
+async fn file_rows(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM files").fetch_one(&mut app.owner_conn().await).await.unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_unique_marker_appears_nowhere_under_the_storage_directory() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let marker = format!("MARKER-{}", Uuid::new_v4());
+    let body = format!("{marker}\n").repeat(5000);
+    let id = staff.upload_ok(&format!("{marker}.txt"), body.as_bytes(), None).await;
+    let stored = objects(&app);
+    assert_eq!(stored.len(), 1);
+    for path in &stored {
+        assert!(!path.to_string_lossy().contains(&marker), "the filename is not a path");
+        let bytes = std::fs::read(path).unwrap();
+        assert!(!contains(&bytes, marker.as_bytes()), "plaintext found in {}", path.display());
+        assert!(bytes.len() > body.len(), "tags and header make the object larger");
+    }
+    // And it still reads back.
+    assert_eq!(staff.download(id).await.text().await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn one_flipped_byte_makes_the_download_fail_and_is_audited() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let id = staff.upload_ok("small.txt", b"a short document", None).await;
+    let path = object_path(&app, id).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let res = staff.download(id).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "The stored file failed its integrity check");
+    let rows = app.audit("file.download").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].result, "fail");
+    assert_eq!(rows[0].details["reason"], "integrity_check_failed");
+}
+
+#[tokio::test]
+async fn tampering_deep_inside_a_large_file_ends_the_download_before_any_altered_byte() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
+    let id = staff.upload_ok("big.bin", &data, None).await;
+    let path = object_path(&app, id).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 1000; // inside the last segments
+    bytes[at] ^= 0x80;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let res = staff.download(id).await;
+    assert_eq!(res.status(), StatusCode::OK, "the first segments were sound");
+    let mut received = Vec::new();
+    let mut stream = res.bytes_stream();
+    let mut failed = false;
+    use futures::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => received.extend_from_slice(&c),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed || received.len() < data.len(), "the body must not complete");
+    assert!(received.len() < data.len());
+    assert_eq!(&received[..], &data[..received.len()], "every byte delivered is original");
+    // The failure is recorded once the stream reaches it.
+    for _ in 0..50 {
+        if app.audit("file.download").await.iter().any(|r| r.result == "fail") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fail =
+        app.audit("file.download").await.into_iter().find(|r| r.result == "fail").expect("a failed download row");
+    assert_eq!(fail.details["midStream"], true);
+}
+
+#[tokio::test]
+async fn a_truncated_object_is_detected() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let id = staff.upload_ok("t.bin", &vec![7u8; 70_000], None).await;
+    let path = object_path(&app, id).await;
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+    let res = staff.download(id).await;
+    let ok = res.status() == StatusCode::OK && res.bytes().await.map(|b| b.len() == 70_000).unwrap_or(false);
+    assert!(!ok, "a truncated object never downloads as complete");
+}
+
+/// Uploads with a hand-written multipart body, so the filename reaches the
+/// server byte for byte.
+async fn raw_upload(app: &TestApp, session: &Session, filename: &[u8]) -> (StatusCode, serde_json::Value) {
+    let boundary = "XfortifileBoundaryX";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"").as_bytes(),
+    );
+    body.extend_from_slice(filename);
+    body.extend_from_slice(b"\"\r\nContent-Type: application/octet-stream\r\n\r\nhello\r\n");
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let res = session
+        .client
+        .post(app.url("/api/files"))
+        .header("x-csrf-token", &session.csrf)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn hostile_filenames_are_stored_safely_and_downloaded_with_a_safe_header() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let long = "n".repeat(4096);
+    let cases: Vec<(Vec<u8>, Option<String>)> = vec![
+        (b"../../etc/passwd".to_vec(), Some("passwd".into())),
+        (b"a/b".to_vec(), Some("b".into())),
+        (b"..\\x".to_vec(), Some("x".into())),
+        (b"nul\0byte.txt".to_vec(), None),
+        (long.as_bytes().to_vec(), Some("n".repeat(255))),
+        ("invoice\u{202E}fdp.exe".as_bytes().to_vec(), Some("invoice_fdp.exe".into())),
+        (b"..".to_vec(), Some("unnamed".into())),
+    ];
+    for (raw, expected) in cases {
+        let (status, body) = raw_upload(&app, &staff, &raw).await;
+        let shown = String::from_utf8_lossy(&raw).chars().take(40).collect::<String>();
+        if status == StatusCode::BAD_REQUEST {
+            assert!(expected.is_none(), "{shown:?} refused: {body}");
+            continue;
+        }
+        assert_eq!(status, StatusCode::CREATED, "{shown:?}: {body}");
+        let name = body["file"]["name"].as_str().unwrap();
+        if let Some(expected) = expected {
+            assert_eq!(name, expected);
+        }
+        assert!(!name.contains(['/', '\\', '\0', '\u{202E}']), "{name:?}");
+        let id: Uuid = body["file"]["id"].as_str().unwrap().parse().unwrap();
+        let res = staff.download(id).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let disposition = res.headers()["content-disposition"].to_str().unwrap().to_string();
+        assert!(disposition.starts_with("attachment; filename=\""), "{disposition}");
+        assert!(disposition.contains("filename*=UTF-8''"), "{disposition}");
+        assert!(!disposition.contains(['/', '\\', '\r', '\n']), "{disposition}");
+    }
+    // Every object lives at a server-generated key: <tenant uuid>/<uuid>.
+    for path in objects(&app) {
+        let rel = path.strip_prefix(app.storage_dir()).unwrap().to_string_lossy().to_string();
+        let (tenant, object) = rel.split_once('/').unwrap();
+        assert!(Uuid::parse_str(tenant).is_ok() && Uuid::parse_str(object).is_ok(), "{rel}");
+    }
+}
+
+#[tokio::test]
+async fn an_upload_aborted_mid_body_leaves_no_row_and_no_object() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(vec![1u8; 1 << 20]),
+        Ok(vec![2u8; 1 << 20]),
+        Ok(vec![3u8; 1 << 20]),
+        Err(std::io::Error::other("client went away")),
+    ];
+    let stream = futures::stream::iter(chunks);
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("big.bin");
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let result = staff.post_form(form).await;
+    assert!(result.is_err() || !result.unwrap().status().is_success());
+
+    // Cleanup may finish just after the connection closes.
+    let mut left = objects(&app);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = objects(&app);
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(file_rows(&app).await, 0);
+    assert_eq!(app.audit("file.upload").await.iter().filter(|r| r.result == "success").count(), 0);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_refused_with_413_and_leaves_nothing() {
+    let app = TestApp::spawn_with(|c| c.max_upload_bytes = 100_000).await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let (status, _) = staff.upload("fits.bin", &vec![0u8; 100_000], None, None).await;
+    assert_eq!(status, StatusCode::CREATED, "exactly at the limit is allowed");
+    // Declared too large by Content-Length: refused before the body is read.
+    let (status, body) = staff.upload("big.bin", &vec![0u8; 400_000], None, None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // Within the framing allowance, so it is caught while streaming.
+    let (status, body) = staff.upload("big.bin", &vec![0u8; 120_000], None, None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(file_rows(&app).await, 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(objects(&app).len(), 1);
+    let fails: Vec<_> = app.audit("file.upload").await.into_iter().filter(|r| r.result == "fail").collect();
+    assert_eq!(fails.len(), 2);
+    assert!(fails.iter().all(|r| r.details["reason"] == "too_large"));
+}
+
+#[tokio::test]
+async fn a_part_after_the_file_is_refused_and_its_object_removed() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(b"data".to_vec()).file_name("a.txt"))
+        .text("classification", "public");
+    let res = staff.post_form(form).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(file_rows(&app).await, 0);
+    assert!(objects(&app).is_empty());
+    // Not multipart at all.
+    let res = staff
+        .client
+        .post(app.url("/api/files"))
+        .header("x-csrf-token", &staff.csrf)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+}
+
+#[tokio::test]
+async fn the_sweep_removes_old_unreferenced_objects_and_keeps_everything_else() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let id = staff.upload_ok("kept.txt", b"kept", None).await;
+    let kept = object_path(&app, id).await;
+    // What a crashed upload would leave: an object no row references.
+    let orphan = app.storage_dir().join(app.default_tenant.to_string()).join(Uuid::new_v4().to_string());
+    std::fs::write(&orphan, b"left behind").unwrap();
+
+    let removed = fortifile::files::sweep_unreferenced(&app.state, fortifile::files::ORPHAN_AGE).await.unwrap();
+    assert_eq!(removed, 0, "young objects may belong to uploads in progress");
+    app.clock.advance(time::Duration::hours(2));
+    let removed = fortifile::files::sweep_unreferenced(&app.state, fortifile::files::ORPHAN_AGE).await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(!orphan.exists());
+    assert!(kept.exists());
+    // (Two hours on, the old session has expired: sign in again.)
+    let staff = app.session("carol").await;
+    assert_eq!(staff.download(id).await.status(), StatusCode::OK);
+}
