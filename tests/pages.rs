@@ -349,3 +349,76 @@ async fn every_declared_page_answers_with_the_security_headers() {
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{path}: {csp}");
     }
 }
+
+#[tokio::test]
+async fn an_unknown_incident_or_a_bad_log_filter_is_an_html_error_page_with_the_page_policy() {
+    let app = TestApp::spawn().await;
+    app.create_user("root", "admin", "General", "restricted").await;
+    let (client, _) = sign_in(&app, "root").await;
+    let unknown = format!("/admin/incidents/{}", uuid::Uuid::new_v4());
+    for (path, status, text) in [
+        (unknown.as_str(), StatusCode::NOT_FOUND, "Not found"),
+        ("/admin/incidents/not-a-uuid", StatusCode::NOT_FOUND, "Not found"),
+        ("/admin/logs?from=yesterday", StatusCode::UNPROCESSABLE_ENTITY, "from: dates are YYYY-MM-DD"),
+    ] {
+        let res = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), status, "{path}");
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
+        assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"), "{path}");
+        let body = res.text().await.unwrap();
+        assert!(body.contains(text), "{path}: {body}");
+        assert!(!body.contains("reference"), "only a server error shows a reference: {path}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_error_on_a_page_is_a_generic_page_whose_reference_is_the_request_id() {
+    let app = TestApp::spawn().await;
+    app.create_user("root", "admin", "General", "restricted").await;
+    let (client, _) = sign_in(&app, "root").await;
+    sqlx::query("ALTER TABLE incidents RENAME TO incidents_moved").execute(&mut app.owner_conn().await).await.unwrap();
+    let res = client.get(app.url("/admin/incidents")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body = res.text().await.unwrap();
+    assert!(body.contains("Internal server error"), "{body}");
+    assert!(body.contains(&format!("<code class=\"reference\">{request_id}</code>")), "{body}");
+    assert!(!body.contains("relation") && !body.contains("incidents_moved"), "no database detail: {body}");
+}
+
+#[tokio::test]
+async fn an_unknown_address_is_a_page_for_a_browser_and_json_for_everyone_else() {
+    let app = TestApp::spawn().await;
+    let client = browser();
+    let res = client.get(app.url("/no/such/page")).header("accept", "text/html,*/*;q=0.8").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(res.text().await.unwrap().contains("Not found"));
+    for accept in ["application/json", "*/*"] {
+        let res = client.get(app.url("/api/no-such-thing")).header("accept", accept).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "Not found", "{accept}");
+    }
+}
+
+#[tokio::test]
+async fn the_upload_script_still_gets_json_errors_from_the_upload_form() {
+    let app = TestApp::spawn().await;
+    app.create_user("pupil", "student", "General", "public").await;
+    let (client, csrf) = sign_in(&app, "pupil").await;
+    let form = reqwest::multipart::Form::new()
+        .text("classification", "restricted")
+        .part("file", reqwest::multipart::Part::bytes(b"above my clearance".to_vec()).file_name("x.txt"));
+    let res = client
+        .post(app.url(&format!("/files?csrf_token={csrf}")))
+        .header("accept", "application/json")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(app.audit_count("mac.denied").await, 1);
+}

@@ -96,8 +96,16 @@ impl IntoResponse for AppError {
             AppError::Invalid { field, .. } => json!({ "error": self.to_string(), "field": field }),
             _ => json!({ "error": self.to_string() }),
         };
-        (status, Json(body)).into_response()
+        let message = body["error"].as_str().unwrap_or_default().to_string();
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(PublicMessage(message));
+        response
     }
 }
+
+/// The client-safe message of an error response, kept on the response so that
+/// page routes can show it in an HTML page instead of the JSON body.
+#[derive(Debug, Clone)]
+pub struct PublicMessage(pub String);
 
 pub type AppResult<T> = Result<T, AppError>;

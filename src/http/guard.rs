@@ -11,7 +11,7 @@ use axum::{
     extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
     handler::Handler,
     http::{Method, request::Parts},
-    middleware::{Next, from_fn_with_state},
+    middleware::{Next, from_fn, from_fn_with_state},
     response::{IntoResponse, Response},
     routing::{MethodFilter, on},
 };
@@ -139,15 +139,18 @@ impl Routes {
         }
         let permission = match access {
             Access::Guarded(permission) => Some(permission),
-            Access::Session if kind.html => None,
-            _ => {
-                self.router = self.router.route(path, route);
-                self.rules.push(RouteRule { method, path, access, html: kind.html });
-                return self;
-            }
+            _ => None,
         };
-        let guard = Guard { state: self.state.clone(), permission, html: kind.html };
-        route = route.route_layer(from_fn_with_state(guard, enforce));
+        // Pages always pass the guard: it sends a browser without a session to
+        // the login page.
+        if permission.is_some() || kind.html {
+            let guard = Guard { state: self.state.clone(), permission, html: kind.html };
+            route = route.route_layer(from_fn_with_state(guard, enforce));
+        }
+        if kind.html {
+            // Outside the guard, so its errors are pages too.
+            route = route.layer(from_fn(crate::web::html_errors));
+        }
         self.router = self.router.route(path, route);
         self.rules.push(RouteRule { method, path, access, html: kind.html });
         self

@@ -136,7 +136,7 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let (routes, _) = routes(state.clone()).into_parts();
     routes
-        .fallback(|| async { AppError::NotFound })
+        .fallback(crate::web::not_found)
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), middleware::csrf_guard))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -67,6 +67,27 @@ struct DocumentsPage {
     error: Option<&'static str>,
 }
 
+impl DocumentsPage {
+    /// A size for people: bytes below 1 KiB, else KiB, MiB or GiB with one decimal.
+    fn size(&self, bytes: &i64) -> String {
+        human_size(*bytes)
+    }
+}
+
+fn human_size(bytes: i64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 fn notice(code: Option<&str>) -> Option<&'static str> {
     match code? {
         "uploaded" => Some("Document uploaded."),
@@ -241,5 +262,20 @@ pub async fn revoke(
         Err(AppError::Forbidden(_)) => back("error=share_denied"),
         Err(AppError::NotFound) => back("error=not_found"),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_are_shown_in_binary_units() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(500_000), "488.3 KiB");
+        assert_eq!(human_size(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(human_size(3 * 1024 * 1024 * 1024 * 1024), "3072.0 GiB");
     }
 }

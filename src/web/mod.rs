@@ -5,7 +5,8 @@
 //!
 //! Pages are declared in `http::routes` with `page`/`page_guarded`: an
 //! anonymous browser is redirected to `/login?next=…` (same-site targets only),
-//! a missing permission shows the 403 page and is recorded as `rbac.denied`.
+//! a missing permission shows the 403 page and is recorded as `rbac.denied`,
+//! and any other error is shown as a page with its status ([`html_errors`]).
 //! Forms post URL-encoded with a `csrf_token` field; the upload form, which is
 //! multipart and streamed, carries the token in its action's query string.
 
@@ -14,7 +15,9 @@ pub mod login;
 
 use askama::Template;
 use axum::{
-    http::{HeaderValue, StatusCode, Uri, header},
+    extract::Request,
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    middleware::Next,
     response::{Html, IntoResponse, Redirect, Response},
 };
 
@@ -22,6 +25,7 @@ use crate::{
     auth::Authenticated,
     authz::{Permission, Subject},
     db::TenantTx,
+    http::error::{AppError, PublicMessage},
 };
 
 /// The policy of every page: our own script, style and images; forms and
@@ -37,7 +41,7 @@ pub fn render_status(status: StatusCode, page: &impl Template) -> Response {
             response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
             response
         }
-        Err(e) => crate::http::error::AppError::Internal(anyhow::anyhow!("rendering a page: {e}")).into_response(),
+        Err(e) => AppError::Internal(anyhow::anyhow!("rendering a page: {e}")).into_response(),
     }
 }
 
@@ -71,6 +75,49 @@ pub fn to_login(uri: &Uri) -> Response {
 #[derive(Template)]
 #[template(path = "forbidden.html")]
 struct Forbidden;
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+    /// Shown on a 500, so the person can quote it and an administrator can find
+    /// the log line.
+    reference: Option<&'a str>,
+}
+
+/// Page routes answer errors as pages: a response that carries an error's
+/// public message ([`PublicMessage`]) becomes the error page with the same
+/// status, unless the caller asked for JSON (the upload script does).
+pub async fn html_errors(req: Request, next: Next) -> Response {
+    let wants_json =
+        req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let response = next.run(req).await;
+    let status = response.status();
+    if wants_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let Some(PublicMessage(message)) = response.extensions().get::<PublicMessage>().cloned() else {
+        return response;
+    };
+    let title = status.canonical_reason().unwrap_or("Error");
+    let reference = if status.is_server_error() { request_id.as_deref() } else { None };
+    render_status(status, &ErrorPage { title, message: &message, reference })
+}
+
+/// Any unknown address: the error page for a browser (it asks for HTML), the
+/// JSON error for everyone else.
+pub async fn not_found(headers: HeaderMap) -> Response {
+    let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        let message = AppError::NotFound.to_string();
+        let page = ErrorPage { title: "Not Found", message: &message, reference: None };
+        render_status(StatusCode::NOT_FOUND, &page)
+    } else {
+        AppError::NotFound.into_response()
+    }
+}
 
 /// The 403 page.
 pub fn forbidden_page() -> Response {
