@@ -157,6 +157,7 @@ async fn chart(
     let daily = to - from > Duration::days(3);
     let unit = if daily { "day" } else { "hour" };
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    tx.plan_for_parameters().await?;
     let rows: Vec<(OffsetDateTime, i64, i64)> = sqlx::query_as(
         "SELECT date_trunc($1, a.created_at, 'UTC') AS bucket, \
                 count(*) FILTER (WHERE a.result = 'success'), count(*) FILTER (WHERE a.result = 'fail') \

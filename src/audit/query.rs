@@ -111,6 +111,7 @@ pub async fn list(
     };
     let after = filter.after.as_deref().map(parse_cursor).transpose()?;
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    tx.plan_for_parameters().await?;
     // An unknown user matches nothing (not everything).
     let user = match filter.user.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
@@ -128,7 +129,7 @@ pub async fn list(
          FROM audit_logs a LEFT JOIN users u ON u.id = a.user_id \
          WHERE ($1::timestamptz IS NULL OR a.created_at >= $1) AND ($2::timestamptz IS NULL OR a.created_at < $2) \
            AND ($3::uuid IS NULL OR a.user_id = $3) \
-           AND ($4::text IS NULL OR (a.action = 'auth.login' AND lower(a.details->>'username') = lower($4))) \
+           AND ($4::text IS NULL OR a.login_username = lower($4)) \
            AND ($5::inet IS NULL OR a.ip = $5) \
            AND ($6::text IS NULL OR a.action = $6) AND ($7::text IS NULL OR a.result = $7) \
            AND ($8::timestamptz IS NULL OR (a.created_at, a.id) < ($8, $9)) \

@@ -119,6 +119,17 @@ impl TenantTx {
         self.actor
     }
 
+    /// Plans every later statement of this transaction for its actual
+    /// parameters. Queries with optional filters (`$1 IS NULL OR …`) need it: a
+    /// cached generic plan cannot drop the absent filters, so it walks the whole
+    /// table in order instead of using the index of the filter that is present.
+    pub async fn plan_for_parameters(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
+            .execute(&mut *self.tx)
+            .await
+            .map(|_| ())
+    }
+
     /// The connection, for running statements inside the transaction.
     pub fn conn(&mut self) -> &mut PgConnection {
         &mut self.tx
