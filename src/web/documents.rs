@@ -199,8 +199,7 @@ pub async fn upload(
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    let wants_json =
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
+    let wants_json = super::accepts(&headers, "application/json");
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     let result = match form {
         Ok(form) => upload::upload(&state, &permit, &source, declared, form).await,

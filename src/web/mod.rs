@@ -90,8 +90,7 @@ struct ErrorPage<'a> {
 /// public message ([`PublicMessage`]) becomes the error page with the same
 /// status, unless the caller asked for JSON (the upload script does).
 pub async fn html_errors(req: Request, next: Next) -> Response {
-    let wants_json =
-        req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
+    let wants_json = accepts(req.headers(), "application/json");
     let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let response = next.run(req).await;
     let status = response.status();
@@ -106,11 +105,16 @@ pub async fn html_errors(req: Request, next: Next) -> Response {
     render_status(status, &ErrorPage { title, message: &message, reference })
 }
 
+/// Whether the request's `Accept` names `media` (the upload script asks for
+/// `application/json`, browsers navigating ask for `text/html`).
+pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(media))
+}
+
 /// Any unknown address: the error page for a browser (it asks for HTML), the
 /// JSON error for everyone else.
 pub async fn not_found(headers: HeaderMap) -> Response {
-    let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
-    if wants_html {
+    if accepts(&headers, "text/html") {
         let message = AppError::NotFound.to_string();
         let page = ErrorPage { title: "Not Found", message: &message, reference: None };
         render_status(StatusCode::NOT_FOUND, &page)
