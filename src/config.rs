@@ -53,6 +53,11 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// The security dashboard's suspicious-activity rules.
     pub highlights: Highlights,
+    /// `FORTIFILE_DASHBOARD_TIMEOUT`: the `statement_timeout` of every read of
+    /// the audit log, so no range ties up a connection after the browser left.
+    pub dashboard_timeout: Duration,
+    /// `FORTIFILE_REGISTRATION_LIMIT`: registration attempts per client address.
+    pub registration_limit: Threshold,
 }
 
 /// "At least `count` events within `minutes` minutes", for one highlight rule.
@@ -203,6 +208,8 @@ impl Config {
             rbac_denials: threshold("FORTIFILE_HIGHLIGHT_RBAC_DENIALS", 5, 15)?,
             bulk_downloads: threshold("FORTIFILE_HIGHLIGHT_BULK_DOWNLOADS", 50, 10)?,
         };
+        let dashboard_timeout = seconds(&get, "FORTIFILE_DASHBOARD_TIMEOUT", 30)?;
+        let registration_limit = threshold("FORTIFILE_REGISTRATION_LIMIT", 20, 60)?;
 
         Ok(Config {
             bind,
@@ -218,6 +225,8 @@ impl Config {
             master_key,
             max_upload_bytes,
             highlights,
+            dashboard_timeout,
+            registration_limit,
         })
     }
 
@@ -328,6 +337,8 @@ mod tests {
             ("FORTIFILE_MAX_UPLOAD_BYTES", "lots"),
             ("FORTIFILE_HIGHLIGHT_MAC_DENIALS", "3 per hour"),
             ("FORTIFILE_HIGHLIGHT_FAILED_LOGINS", "0/15"),
+            ("FORTIFILE_DASHBOARD_TIMEOUT", "forever"),
+            ("FORTIFILE_REGISTRATION_LIMIT", "twenty"),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -65,7 +65,10 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_answer_and_both_are_a
     assert_eq!(rows[0].details["reason"], "bad_password");
     assert_eq!(rows[0].user_id, Some(app.user_id("carol").await));
     assert_eq!(rows[1].details["reason"], "unknown_user");
-    assert_eq!(rows[1].details["username"], "nobody-here");
+    // What was typed for no account is kept only as a keyed hash and a length.
+    let kept = rows[1].details["username"].as_str().unwrap();
+    assert!(kept.starts_with("hmac:") && !kept.contains("nobody"), "{kept}");
+    assert_eq!(rows[1].details["usernameLength"], 11);
 }
 
 #[tokio::test]
@@ -200,4 +203,34 @@ async fn a_made_up_cookie_without_a_csrf_token_is_refused_without_writing_to_any
     let res = app.client.post(app.url("/auth/logout")).header("cookie", forged).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(app.audit("auth.csrf_denied").await.is_empty());
+}
+
+#[tokio::test]
+async fn registration_is_throttled_per_address_and_each_refusal_is_recorded() {
+    let app = TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    let attempt = |i: usize| {
+        // Every other attempt probes a name that is already taken.
+        let name = if i.is_multiple_of(2) { format!("probe{i}") } else { "probe0".to_string() };
+        json!({ "username": name, "email": format!("{name}@example.org"), "password": common::PASSWORD })
+    };
+    for i in 0..20 {
+        let res = app.post_json("/auth/register", &attempt(i), &from("198.51.100.7")).await;
+        assert!(matches!(res.status().as_u16(), 201 | 409), "attempt {i}: {}", res.status());
+    }
+    let res = app.post_json("/auth/register", &attempt(20), &from("198.51.100.7")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
+    let refused = app.audit("auth.register").await;
+    let last = refused.last().unwrap();
+    assert_eq!((last.result.as_str(), last.details["reason"].clone()), ("fail", json!("rate_limited")));
+    assert_eq!(last.ip.as_deref(), Some("198.51.100.7"));
+
+    // Another address is not held up, and the limit lifts after its window.
+    let res = app.post_json("/auth/register", &attempt(22), &from("198.51.100.8")).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    app.clock.advance(time::Duration::minutes(61));
+    let res = app.post_json("/auth/register", &attempt(24), &from("198.51.100.7")).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
 }

@@ -137,10 +137,16 @@ async fn serve_runs_on_an_embedded_cluster_that_create_admin_attaches_to_and_sto
         .args(["create-admin", "--username", "root-admin", "--email", "admin@example.org"])
         .env("FORTIFILE_DATA_DIR", dir.join("data"))
         .env("FORTIFILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("RUST_LOG", "info")
         .output()
         .unwrap();
     assert!(admin.status.success(), "{}", text(&admin));
     assert!(pid_file.exists(), "create-admin attached and left the cluster running");
+    assert!(
+        text(&admin).contains("embedded PostgreSQL left running: this process attached to a cluster it did not start"),
+        "the log says why the cluster was left running: {}",
+        text(&admin)
+    );
 
     let res = client
         .post(format!("{base}/auth/login"))

@@ -7,6 +7,7 @@ mod common;
 use std::{path::PathBuf, time::Duration};
 
 use common::{Session, TestApp, stored_objects as objects};
+use fortifile::clock::Clock;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -265,22 +266,39 @@ async fn a_part_after_the_file_is_refused_and_its_object_removed() {
 }
 
 #[tokio::test]
-async fn the_sweep_removes_old_unreferenced_objects_and_keeps_everything_else() {
+async fn the_sweep_removes_what_an_interrupted_upload_left_after_the_grace_period_and_keeps_everything_else() {
     let app = TestApp::spawn().await;
     let staff = app.signed_in_as("carol", "staff", "public").await;
     let id = staff.upload_ok("kept.txt", b"kept", None).await;
     let kept = object_path(&app, id).await;
-    // What a crashed upload would leave: an object no row references.
-    let orphan = app.storage_dir().join(app.default_tenant.to_string()).join(Uuid::new_v4().to_string());
-    std::fs::write(&orphan, b"left behind").unwrap();
+    // What a killed upload leaves: its in-flight record, a staging part and,
+    // had it completed the object before the row, the object itself.
+    let key = format!("{}/{}", app.default_tenant, Uuid::new_v4());
+    sqlx::query("INSERT INTO pending_objects (tenant_id, object_key, purpose, since) VALUES ($1, $2, 'upload', $3)")
+        .bind(app.default_tenant)
+        .bind(&key)
+        .bind(app.clock.now())
+        .execute(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    let object = app.storage_dir().join(&key);
+    let staging = app.storage_dir().join(format!("{key}#7"));
+    std::fs::write(&object, b"left behind").unwrap();
+    std::fs::write(&staging, b"half a part").unwrap();
 
-    let removed = fortifile::files::sweep_unreferenced(&app.state, fortifile::files::ORPHAN_AGE).await.unwrap();
-    assert_eq!(removed, 0, "young objects may belong to uploads in progress");
+    let settled = fortifile::files::sweep_unreferenced(&app.state, fortifile::files::ORPHAN_AGE).await.unwrap();
+    assert_eq!(settled, 0, "young records may belong to uploads in progress");
+    assert!(object.exists() && staging.exists());
     app.clock.advance(time::Duration::hours(2));
-    let removed = fortifile::files::sweep_unreferenced(&app.state, fortifile::files::ORPHAN_AGE).await.unwrap();
-    assert_eq!(removed, 1);
-    assert!(!orphan.exists());
+    let settled = fortifile::files::sweep_unreferenced(&app.state, fortifile::files::ORPHAN_AGE).await.unwrap();
+    assert_eq!(settled, 1);
+    assert!(!object.exists() && !staging.exists());
     assert!(kept.exists());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_objects")
+        .fetch_one(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the upload that completed settled its own record");
     // (Two hours on, the old session has expired: sign in again.)
     let staff = app.session("carol").await;
     assert_eq!(staff.download(id).await.status(), StatusCode::OK);

@@ -160,6 +160,7 @@ async fn clearance_levels_are_managed_with_rank_colour_and_user_counts() {
     let admin = app.admin().await;
     let (status, body) = admin.get("/api/clearance-levels").await;
     assert_eq!(status, StatusCode::OK);
+    let conf = body["clearanceLevels"][1]["id"].as_str().unwrap().to_string();
     let levels: Vec<(String, i64)> = body["clearanceLevels"]
         .as_array()
         .unwrap()
@@ -181,7 +182,10 @@ async fn clearance_levels_are_managed_with_rank_colour_and_user_counts() {
     assert_eq!((status, answer["field"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("level")));
     assert_eq!(app.audit("clearance_level.create").await[0].details["after"]["level"], 4);
 
+    // A level above the caller's own clearance is not theirs to edit (issue 10, item 2).
     let (status, _) = admin.put(&format!("/api/clearance-levels/{id}"), json!({ "color": "#6d28d9" })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = admin.put(&format!("/api/clearance-levels/{conf}"), json!({ "color": "#6d28d9" })).await;
     assert_eq!(status, StatusCode::OK);
     let confidential = app.audit("clearance_level.create").await.len();
     assert_eq!(confidential, 1);

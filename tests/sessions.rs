@@ -162,7 +162,7 @@ async fn an_unsafe_request_without_the_csrf_token_is_forbidden() {
     let rows = app.audit("auth.csrf_denied").await;
     assert_eq!(rows.len(), 2, "each refusal is recorded");
     assert_eq!((rows[0].result.as_str(), rows[0].user_id), ("fail", Some(app.user_id("jack").await)));
-    assert_eq!(rows[0].details, json!({ "method": "POST", "path": "/auth/logout" }));
+    assert_eq!(rows[0].details, json!({ "reason": "token", "method": "POST", "path": "/auth/logout" }));
     let res = app.client.post(app.url("/auth/logout")).header("x-csrf-token", csrf).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 }
@@ -224,4 +224,30 @@ async fn concurrent_sweeps_and_requests_record_each_expiry_once() {
     let rows = app.audit("auth.session_expired").await;
     assert_eq!(rows.len(), 4, "one row per session: {rows:?}");
     assert!(a.unwrap() + b.unwrap() <= 4);
+}
+
+#[tokio::test]
+async fn a_foreign_origin_on_an_unsafe_request_with_a_real_session_is_refused_and_recorded() {
+    let app = TestApp::spawn().await;
+    let csrf = app.signed_in("jack").await;
+    for origin in ["https://evil.example", "null"] {
+        let res = app
+            .client
+            .post(app.url("/auth/logout"))
+            .header("x-csrf-token", &csrf)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
+    assert_eq!(app.me(&app.client).await, StatusCode::OK, "the forged logouts did nothing");
+    let rows = app.audit("auth.csrf_denied").await;
+    assert_eq!(rows.len(), 2, "each refusal is recorded like a missing token");
+    assert_eq!(rows[0].user_id, Some(app.user_id("jack").await));
+    assert_eq!(rows[0].details, json!({ "reason": "origin", "method": "POST", "path": "/auth/logout" }));
+    // Without a real session a foreign origin writes nothing anywhere.
+    let res = new_client().post(app.url("/auth/logout")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.audit_count("auth.csrf_denied").await, 2);
 }

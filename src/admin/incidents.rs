@@ -5,8 +5,7 @@
 
 use askama::Template;
 use axum::{
-    Form,
-    extract::{Query, State},
+    extract::State,
     response::{IntoResponse, Redirect, Response},
 };
 use serde::Deserialize;
@@ -14,11 +13,19 @@ use time::Duration;
 use uuid::Uuid;
 
 use crate::{
-    audit::{Source, query::LogView},
+    audit::{
+        Source,
+        query::{self, LogView},
+    },
     auth::Authenticated,
     authz::Permit,
     db::TenantTx,
-    http::{AppState, client::ClientSource, error::AppError, params::ApiPath},
+    http::{
+        AppState,
+        client::ClientSource,
+        error::AppError,
+        params::{ApiForm, ApiPath, ApiQuery},
+    },
     incidents::{self, IncidentChange, IncidentView, ListQuery, NewIncident, SEVERITIES, STATUSES},
     web::{Nav, render},
 };
@@ -30,15 +37,13 @@ async fn nav(state: &AppState, who: &Authenticated, permit: &Permit) -> Result<N
     Ok(nav)
 }
 
-async fn entry(tx: &mut TenantTx, id: Uuid) -> Result<Option<LogView>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT a.id, a.created_at, a.user_id, u.username, a.action, a.target_type, a.target_id, host(a.ip) AS ip, \
-                a.user_agent, a.result, a.details \
-         FROM audit_logs a LEFT JOIN users u ON u.id = a.user_id WHERE a.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(tx.conn())
-    .await
+/// The audit entry `id` as the caller may see it: only with `admin.view_logs`,
+/// and redacted for the caller's clearance.
+async fn entry(tx: &mut TenantTx, permit: &Permit, id: Uuid) -> Result<Option<LogView>, sqlx::Error> {
+    if !incidents::sees_the_log(permit) {
+        return Ok(None);
+    }
+    query::entry(tx, permit.subject(), id).await
 }
 
 #[derive(Template)]
@@ -67,7 +72,7 @@ pub async fn list(
     State(state): State<AppState>,
     who: Authenticated,
     permit: Permit,
-    Query(q): Query<ListForm>,
+    ApiQuery(q): ApiQuery<ListForm>,
 ) -> Result<Response, AppError> {
     let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let query =
@@ -110,11 +115,11 @@ pub async fn new(
     State(state): State<AppState>,
     who: Authenticated,
     permit: Permit,
-    Query(q): Query<NewQuery>,
+    ApiQuery(q): ApiQuery<NewQuery>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let related = match q.audit {
-        Some(id) => entry(&mut tx, id).await?,
+        Some(id) => entry(&mut tx, &permit, id).await?,
         None => None,
     };
     let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
@@ -175,14 +180,15 @@ struct DetailPage {
 
 pub async fn detail(
     State(state): State<AppState>,
+    ClientSource(source): ClientSource,
     who: Authenticated,
     permit: Permit,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let incident = incidents::load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
+    let incident = incidents::in_scope(&state, &permit, &source, &mut tx, id, false).await?;
     let related = match incident.related_audit_log_id {
-        Some(entry_id) => entry(&mut tx, entry_id).await?,
+        Some(entry_id) => entry(&mut tx, &permit, entry_id).await?,
         None => None,
     };
     let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
@@ -217,7 +223,7 @@ pub async fn change(
     ClientSource(source): ClientSource,
     permit: Permit,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<ChangeForm>,
+    ApiForm(form): ApiForm<ChangeForm>,
 ) -> Response {
     let some = |s: String| Some(s).filter(|s| !s.is_empty());
     let change = IncidentChange { status: some(form.status), severity: some(form.severity) };

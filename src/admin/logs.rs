@@ -5,10 +5,7 @@
 //! exports of exactly the filtered view.
 
 use askama::Template;
-use axum::{
-    extract::{Query, State},
-    response::Response,
-};
+use axum::{extract::State, response::Response};
 use serde::Deserialize;
 use time::{Date, Duration, OffsetDateTime, macros::format_description};
 
@@ -19,7 +16,7 @@ use crate::{
     },
     auth::Authenticated,
     authz::Permit,
-    http::{AppState, error::AppError},
+    http::{AppState, error::AppError, params::ApiQuery},
     web::{Nav, render},
 };
 
@@ -115,7 +112,7 @@ pub async fn page(
     State(state): State<AppState>,
     who: Authenticated,
     permit: Permit,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, AppError> {
     let filter = LogFilter {
         from: instant(&q.from, false)?,
@@ -157,7 +154,7 @@ async fn chart(
     let daily = to - from > Duration::days(3);
     let unit = if daily { "day" } else { "hour" };
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    tx.plan_for_parameters().await?;
+    tx.for_log_reading(state.config.dashboard_timeout).await?;
     let rows: Vec<(OffsetDateTime, i64, i64)> = sqlx::query_as(
         "SELECT date_trunc($1, a.created_at, 'UTC') AS bucket, \
                 count(*) FILTER (WHERE a.result = 'success'), count(*) FILTER (WHERE a.result = 'fail') \

@@ -5,8 +5,7 @@
 
 use askama::Template;
 use axum::{
-    Form,
-    extract::{Query, State},
+    extract::State,
     response::{IntoResponse, Redirect, Response},
 };
 use serde::Deserialize;
@@ -21,7 +20,12 @@ use crate::{
         roles::{self, RoleView, UpdateRole},
         users::{self, ListQuery, UpdateUser},
     },
-    http::{AppState, client::ClientSource, error::AppError, params::ApiPath},
+    http::{
+        AppState,
+        client::ClientSource,
+        error::AppError,
+        params::{ApiForm, ApiPath, ApiQuery},
+    },
     web::{Nav, render},
 };
 
@@ -91,7 +95,7 @@ pub async fn users_page(
     State(state): State<AppState>,
     who: Authenticated,
     permit: Permit,
-    Query(q): Query<UsersQuery>,
+    ApiQuery(q): ApiQuery<UsersQuery>,
 ) -> Result<Response, AppError> {
     let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let query = ListQuery { status: some(&q.status), after: some(&q.after), limit: Some(50) };
@@ -138,7 +142,7 @@ pub async fn update_user(
     ClientSource(source): ClientSource,
     permit: Permit,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<UserForm>,
+    ApiForm(form): ApiForm<UserForm>,
 ) -> Response {
     let changed = |new: String, old: &str| (new != old && !new.is_empty()).then_some(new);
     let input = UpdateUser {
@@ -165,7 +169,7 @@ pub async fn approve_user(
     ClientSource(source): ClientSource,
     permit: Permit,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<ApproveForm>,
+    ApiForm(form): ApiForm<ApproveForm>,
 ) -> Response {
     let input = Approve { role: Some(form.role).filter(|r| !r.is_empty()) };
     let result = membership::approve(&state, &permit, &source, id, input).await.map(|_| ());
@@ -216,7 +220,7 @@ pub async fn roles_page(
     State(state): State<AppState>,
     who: Authenticated,
     permit: Permit,
-    Query(q): Query<RolesQuery>,
+    ApiQuery(q): ApiQuery<RolesQuery>,
 ) -> Result<Response, AppError> {
     let roles = roles::list(&state, &permit).await?;
     let rows = Permission::ALL
@@ -245,7 +249,7 @@ pub async fn update_role(
     ClientSource(source): ClientSource,
     permit: Permit,
     ApiPath(id): ApiPath<Uuid>,
-    Form(fields): Form<Vec<(String, String)>>,
+    ApiForm(fields): ApiForm<Vec<(String, String)>>,
 ) -> Response {
     let granted: Vec<&str> = fields.iter().filter(|(k, _)| k == "grant").map(|(_, v)| v.as_str()).collect();
     let scope_of = |p: &str| fields.iter().find(|(k, _)| k.strip_prefix("scope.") == Some(p)).map(|(_, v)| v.as_str());

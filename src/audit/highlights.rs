@@ -3,7 +3,7 @@
 //!
 //! | kind | events | subject | default |
 //! | --- | --- | --- | --- |
-//! | `failed_logins` | `auth.login` fail | the username tried | 5 in 15 min |
+//! | `failed_logins` | `auth.login` fail | the account tried (by id), else the name typed | 5 in 15 min |
 //! | `password_spraying` | `auth.login` fail, distinct usernames | the client address | 5 in 15 min |
 //! | `mac_denials` | `mac.denied` | the user | 3 in 60 min |
 //! | `rbac_denials` | `rbac.denied` | the user | 5 in 15 min |
@@ -11,11 +11,19 @@
 //!
 //! Windows slide: each event starts a window `[t, t + W]`, and a subject is
 //! highlighted by its fullest window. Counting rules are one window function in
-//! SQL; the distinct count of spraying is one streamed pass in Rust. Both are
-//! linear in the events of the range, so an attack of a hundred thousand
-//! failures against one account costs a sort, not a self-join. Each highlight cites its evidence: the
-//! count, the window, the first and last time, and the filter (and API link)
-//! that selects exactly those rows.
+//! SQL whose aggregates are all O(1) per row over a moving frame (`count(*)` has
+//! an inverse transition, and the window's end is `last_value`, read in place;
+//! `max()` would re-scan the frame for every row, which made a dense window
+//! quadratic); the distinct count of spraying is one streamed pass in Rust. Both
+//! are linear in the events of the range however densely they fall, so an
+//! attack of a hundred thousand failures against one account costs a sort.
+//! Each highlight cites its evidence: the count, the window, the first and last
+//! time, and the filter (and API link) that selects exactly those rows.
+//!
+//! Failed logins against an existing account are counted by its id, however
+//! the attempts named it (username or email, any case); attempts naming no
+//! account are counted by what was typed, which the log holds only as a keyed
+//! hash (see `audit::names`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -37,8 +45,9 @@ use crate::{
 enum Subject {
     /// The acting user (`user_id`).
     User,
-    /// The username a login attempt named.
-    Username,
+    /// The account a login attempt was against: its id when it exists, else
+    /// the name typed (`login_username`).
+    Account,
     /// The client address.
     Ip,
 }
@@ -47,7 +56,7 @@ impl Subject {
     fn as_str(self) -> &'static str {
         match self {
             Subject::User => "user",
-            Subject::Username => "username",
+            Subject::Account => "account",
             Subject::Ip => "ip",
         }
     }
@@ -70,7 +79,7 @@ fn rules(state: &AppState) -> [Rule; 5] {
             kind: "failed_logins",
             action: "auth.login",
             result: "fail",
-            subject: Subject::Username,
+            subject: Subject::Account,
             distinct_usernames: false,
             threshold: t.failed_logins,
         },
@@ -161,7 +170,7 @@ pub async fn find(state: &AppState, permit: &Permit, range: &Range) -> Result<Ve
     if from >= to {
         return Err(AppError::invalid("from", "must be before to"));
     }
-    tx.plan_for_parameters().await?;
+    tx.for_log_reading(state.config.dashboard_timeout).await?;
     let mut found = Vec::new();
     for rule in rules(state) {
         let rows = if rule.distinct_usernames {
@@ -187,18 +196,19 @@ async fn counted_windows(
     sqlx::query_as(
         "WITH ev AS ( \
            SELECT a.created_at, \
-                  CASE $1 WHEN 'username' THEN a.login_username WHEN 'ip' THEN host(a.ip) \
-                          ELSE a.user_id::text END AS k \
+                  CASE $1 WHEN 'account' THEN COALESCE(a.user_id::text, a.login_username) \
+                          WHEN 'ip' THEN host(a.ip) ELSE a.user_id::text END AS k \
            FROM audit_logs a \
            WHERE a.action = $2 AND a.result = $3 AND a.created_at >= $4 AND a.created_at < $5 \
          ), windows AS ( \
-           SELECT k, created_at AS first_at, count(*) OVER w AS n, max(created_at) OVER w AS last_at \
+           SELECT k, created_at AS first_at, count(*) OVER w AS n, last_value(created_at) OVER w AS last_at \
            FROM ev WHERE k IS NOT NULL \
            WINDOW w AS (PARTITION BY k ORDER BY created_at \
                         RANGE BETWEEN CURRENT ROW AND make_interval(mins => $6) FOLLOWING) \
          ) \
          SELECT DISTINCT ON (w.k) w.k, w.n, w.first_at, w.last_at, \
-                CASE WHEN $1 = 'user' THEN (SELECT username FROM users WHERE id = w.k::uuid) END AS username \
+                CASE WHEN w.k ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' \
+                     THEN (SELECT username FROM users WHERE id = w.k::uuid) END AS username \
          FROM windows w WHERE w.n >= $7 \
          ORDER BY w.k, w.n DESC, w.first_at",
     )
@@ -326,7 +336,13 @@ fn highlight(rule: &Rule, row: Found) -> Highlight {
             filter.user = Some(name.clone());
             (name, row.k.parse().ok())
         }
-        Subject::Username => {
+        // An account that exists: its failures by id, whatever name they typed.
+        Subject::Account if row.username.is_some() => {
+            let name = row.username.clone().unwrap_or_default();
+            filter.user = Some(name.clone());
+            (name, row.k.parse().ok())
+        }
+        Subject::Account => {
             filter.username = Some(row.k.clone());
             (row.k.clone(), None)
         }

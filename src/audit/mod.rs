@@ -8,6 +8,7 @@
 pub mod export;
 pub mod handlers;
 pub mod highlights;
+pub mod names;
 pub mod query;
 
 use std::net::IpAddr;
@@ -143,11 +144,22 @@ pub struct Entry {
     pub user_id: Option<Uuid>,
     pub target: Option<(&'static str, String)>,
     pub details: Value,
+    /// The classification rank of the object the entry is about (a document),
+    /// at the time of writing: readers cleared below it see the entry with its
+    /// details redacted (mandatory access control covers the log too).
+    pub classification: Option<i32>,
 }
 
 impl Entry {
     pub fn new(action: Action, outcome: Outcome) -> Self {
-        Entry { action, outcome, user_id: None, target: None, details: Value::Object(Default::default()) }
+        Entry {
+            action,
+            outcome,
+            user_id: None,
+            target: None,
+            details: Value::Object(Default::default()),
+            classification: None,
+        }
     }
 
     pub fn user(mut self, user_id: Uuid) -> Self {
@@ -162,6 +174,12 @@ impl Entry {
 
     pub fn details(mut self, details: Value) -> Self {
         self.details = details;
+        self
+    }
+
+    /// Marks the entry as about an object classified at `rank`.
+    pub fn classified(mut self, rank: i32) -> Self {
+        self.classification = Some(rank);
         self
     }
 }
@@ -190,8 +208,9 @@ pub async fn record(tx: &mut TenantTx, source: &Source, entry: Entry) -> Result<
     };
     let tenant = tx.tenant_id();
     sqlx::query_scalar(
-        "INSERT INTO audit_logs (tenant_id, user_id, action, target_type, target_id, ip, user_agent, result, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        "INSERT INTO audit_logs (tenant_id, user_id, action, target_type, target_id, ip, user_agent, result, details, \
+                                 classification_rank) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(tenant)
     .bind(user_id)
@@ -202,6 +221,7 @@ pub async fn record(tx: &mut TenantTx, source: &Source, entry: Entry) -> Result<
     .bind(source.user_agent.as_deref())
     .bind(entry.outcome.as_str())
     .bind(entry.details)
+    .bind(entry.classification)
     .fetch_one(tx.conn())
     .await
 }

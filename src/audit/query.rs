@@ -2,6 +2,13 @@
 //! (date range, user, login username, address, action, result), newest first,
 //! keyset pages on `(created_at, id)` so a page costs the same at any depth and
 //! no `COUNT(*)` is ever taken. Row-level security keeps it to the tenant.
+//!
+//! Mandatory access control covers the log as it covers documents: an entry
+//! about a classified object records the object's rank when it is written, and
+//! a reader cleared below that rank sees the entry with its details (the name,
+//! hash and anything else naming the object) redacted. Every reader of
+//! entries (the API, the dashboard, both exports, incidents) gets them from
+//! here, redacted for its subject.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -9,7 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    authz::Permit,
+    authz::{Permit, Subject},
+    db::TenantTx,
     http::{
         AppState,
         error::AppError,
@@ -33,6 +41,41 @@ pub struct LogView {
     pub user_agent: Option<String>,
     pub result: String,
     pub details: Value,
+    /// Set when the details were withheld: the entry is about an object
+    /// classified above the reader's clearance.
+    #[sqlx(skip)]
+    pub redacted: bool,
+    #[serde(skip)]
+    pub classification_rank: Option<i32>,
+}
+
+impl LogView {
+    /// The entry as `subject` may see it: its details withheld when it is about
+    /// an object classified above the subject's clearance.
+    fn seen_by(mut self, subject: &Subject) -> LogView {
+        if self.classification_rank.is_some_and(|rank| rank > subject.clearance_rank) {
+            self.details = serde_json::json!({ "redacted": "above your clearance" });
+            self.redacted = true;
+        }
+        self
+    }
+}
+
+/// The columns of a [`LogView`], as a macro so queries stay static strings.
+macro_rules! log_select {
+    () => {
+        "SELECT a.id, a.created_at, a.user_id, u.username, a.action, a.target_type, a.target_id, \
+                host(a.ip) AS ip, a.user_agent, a.result, a.details, a.classification_rank \
+         FROM audit_logs a LEFT JOIN users u ON u.id = a.user_id "
+    };
+}
+
+/// One entry by id, as `subject` may see it; `None` when it does not exist in
+/// the tenant.
+pub async fn entry(tx: &mut TenantTx, subject: &Subject, id: Uuid) -> Result<Option<LogView>, sqlx::Error> {
+    let row: Option<LogView> =
+        sqlx::query_as(concat!(log_select!(), "WHERE a.id = $1")).bind(id).fetch_optional(tx.conn()).await?;
+    Ok(row.map(|r| r.seen_by(subject)))
 }
 
 /// The filters, as query parameters (`GET /api/audit-logs`).
@@ -48,7 +91,8 @@ pub struct LogFilter {
     /// The acting user's username.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// The username a login attempt named (it may not exist).
+    /// The username a login attempt named (it may not exist: a name that
+    /// matches no account is found by its keyed hash, see `audit::names`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,8 +154,9 @@ pub async fn list(
         ),
     };
     let after = filter.after.as_deref().map(parse_cursor).transpose()?;
+    let username = filter.username.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    tx.plan_for_parameters().await?;
+    tx.for_log_reading(state.config.dashboard_timeout).await?;
     // An unknown user matches nothing (not everything).
     let user = match filter.user.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
@@ -123,30 +168,30 @@ pub async fn list(
                 .unwrap_or(Uuid::nil()),
         ),
     };
-    let rows: Vec<LogView> = sqlx::query_as(
-        "SELECT a.id, a.created_at, a.user_id, u.username, a.action, a.target_type, a.target_id, host(a.ip) AS ip, \
-                a.user_agent, a.result, a.details \
-         FROM audit_logs a LEFT JOIN users u ON u.id = a.user_id \
-         WHERE ($1::timestamptz IS NULL OR a.created_at >= $1) AND ($2::timestamptz IS NULL OR a.created_at < $2) \
+    let rows: Vec<LogView> = sqlx::query_as(concat!(
+        log_select!(),
+        "WHERE ($1::timestamptz IS NULL OR a.created_at >= $1) AND ($2::timestamptz IS NULL OR a.created_at < $2) \
            AND ($3::uuid IS NULL OR a.user_id = $3) \
-           AND ($4::text IS NULL OR a.login_username = lower($4)) \
+           AND ($4::text IS NULL OR a.login_username = lower($4) OR a.login_username = $11) \
            AND ($5::inet IS NULL OR a.ip = $5) \
            AND ($6::text IS NULL OR a.action = $6) AND ($7::text IS NULL OR a.result = $7) \
            AND ($8::timestamptz IS NULL OR (a.created_at, a.id) < ($8, $9)) \
-         ORDER BY a.created_at DESC, a.id DESC LIMIT $10",
-    )
+         ORDER BY a.created_at DESC, a.id DESC LIMIT $10"
+    ))
     .bind(filter.from)
     .bind(filter.to)
     .bind(user)
-    .bind(filter.username.as_deref().map(str::trim).filter(|s| !s.is_empty()))
+    .bind(username)
     .bind(ip)
     .bind(filter.action.as_deref().map(str::trim).filter(|s| !s.is_empty()))
     .bind(filter.result.as_deref())
     .bind(after.map(|(at, _)| at))
     .bind(after.map(|(_, id)| id))
     .bind(limit + 1)
+    .bind(username.map(|name| state.login_names.digest(name)))
     .fetch_all(tx.conn())
     .await?;
     tx.commit().await?;
+    let rows = rows.into_iter().map(|r| r.seen_by(permit.subject())).collect();
     Ok(finish_page(rows, limit, |r| (r.created_at, r.id)))
 }

@@ -1,7 +1,11 @@
 //! Registration, login and logout: the flows behind `/auth/*`.
 //!
 //! Each flow writes its audit row in the same transaction as its effect. Failed
-//! logins commit their audit row and then answer the error.
+//! logins commit their audit row and then answer the error. A failed login
+//! against an existing account records that account (its id and username,
+//! whichever of username or email was typed); one naming no account records
+//! only a keyed hash of what was typed (see `audit::names`): it may be a
+//! password typed into the wrong field.
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -12,7 +16,8 @@ use super::{
     extractor::Authenticated,
     password::check_policy,
     session::{self, SessionCookie},
-    user::{self, CreateUserError, NewUser, UserView},
+    throttle,
+    user::{self, CreateUserError, Credentials, NewUser, UserView},
 };
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
@@ -25,7 +30,7 @@ use crate::{
 };
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterInput {
     pub username: String,
     pub email: String,
@@ -35,6 +40,7 @@ pub struct RegisterInput {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoginInput {
     /// A username or an email address.
     pub username: String,
@@ -71,15 +77,37 @@ pub fn validate_email(email: &str) -> Result<(), AppError> {
 }
 
 /// Creates an account in the default tenant, as `FORTIFILE_REGISTRATION` allows.
+///
+/// Open registration cannot help saying that a name or an email is taken (or
+/// it would have to let two accounts share one); what it can do is limit how
+/// fast anyone asks. Every attempt from a client address counts against
+/// `FORTIFILE_REGISTRATION_LIMIT`, shared by all instances; past it the
+/// address gets 429 and the refusal is audited.
 pub async fn register(state: &AppState, source: &Source, input: RegisterInput) -> Result<UserView, AppError> {
     let tenant = default_tenant(state).await?;
     let username = input.username.trim();
     let email = input.email.trim();
 
+    if let Some(ip) = source.ip {
+        let mut tx = state.db.tenant_tx(tenant, None).await?;
+        let limit = state.config.registration_limit;
+        let over = throttle::attempt(&mut tx, "register_address", &ip.to_string(), limit, state.clock.now()).await?;
+        if let Some(retry_after_secs) = over {
+            let entry = Entry::new(Action::AuthRegister, Outcome::Fail)
+                .details(json!({ "reason": "rate_limited", "limit": format!("{}/{}", limit.count, limit.minutes) }));
+            audit::record(&mut tx, source, entry).await?;
+            tx.commit().await?;
+            return Err(AppError::TooManyRequests { retry_after_secs });
+        }
+        tx.commit().await?;
+    }
+
     if state.config.registration == Registration::Closed {
         let mut tx = state.db.tenant_tx(tenant, None).await?;
+        let named =
+            if validate_username(username).is_ok() { username.to_string() } else { state.login_names.digest(username) };
         let entry = Entry::new(Action::AuthRegister, Outcome::Fail)
-            .details(json!({ "reason": "registration_closed", "username": clip(username) }));
+            .details(json!({ "reason": "registration_closed", "username": named }));
         audit::record(&mut tx, source, entry).await?;
         tx.commit().await?;
         return Err(AppError::forbidden("Registration is closed"));
@@ -116,7 +144,7 @@ pub async fn register(state: &AppState, source: &Source, input: RegisterInput) -
             drop(tx);
             let mut tx = state.db.tenant_tx(tenant, None).await?;
             let entry = Entry::new(Action::AuthRegister, Outcome::Fail)
-                .details(json!({ "reason": "duplicate", "username": clip(username) }));
+                .details(json!({ "reason": "duplicate", "username": username }));
             audit::record(&mut tx, source, entry).await?;
             tx.commit().await?;
             return Err(AppError::Conflict("That username or email is already taken".into()));
@@ -164,9 +192,9 @@ pub async fn login(
     let now = state.clock.now();
     let account = match account {
         None => return refuse_login(state, tenant.id, source, login, Refusal::UnknownUser).await,
-        Some(a) if !verified => return refuse_login(state, tenant.id, source, login, Refusal::BadPassword(a.id)).await,
+        Some(a) if !verified => return refuse_login(state, tenant.id, source, login, Refusal::BadPassword(&a)).await,
         Some(a) if a.status != "active" => {
-            return refuse_login(state, tenant.id, source, login, Refusal::NotActive(a.id, &a.status)).await;
+            return refuse_login(state, tenant.id, source, login, Refusal::NotActive(&a)).await;
         }
         Some(a) => a,
     };
@@ -187,9 +215,9 @@ pub async fn login(
 
 enum Refusal<'a> {
     UnknownUser,
-    BadPassword(Uuid),
+    BadPassword(&'a Credentials),
     /// The password was right but the account may not sign in.
-    NotActive(Uuid, &'a str),
+    NotActive(&'a Credentials),
 }
 
 /// Records a failed login and answers it. The answer for an unknown user and for a
@@ -201,21 +229,33 @@ async fn refuse_login<T>(
     login: &str,
     refusal: Refusal<'_>,
 ) -> Result<T, AppError> {
-    let fail = |reason: String| {
-        Entry::new(Action::AuthLogin, Outcome::Fail).details(json!({ "reason": reason, "username": clip(login) }))
+    // A known account by its own name (and how it was named); an unknown one
+    // only by a keyed hash and the length of what was typed.
+    let against = |reason: &str, account: &Credentials| {
+        let with = if account.username.eq_ignore_ascii_case(login) { "username" } else { "email" };
+        Entry::new(Action::AuthLogin, Outcome::Fail)
+            .user(account.id)
+            .target("user", account.id)
+            .details(json!({ "reason": reason, "username": account.username, "loginWith": with }))
     };
     let (entry, error) = match refusal {
-        Refusal::UnknownUser => (fail("unknown_user".into()), AppError::InvalidCredentials),
-        Refusal::BadPassword(id) => {
-            (fail("bad_password".into()).user(id).target("user", id), AppError::InvalidCredentials)
+        Refusal::UnknownUser => {
+            let entry = Entry::new(Action::AuthLogin, Outcome::Fail).details(json!({
+                "reason": "unknown_user",
+                "username": state.login_names.digest(login),
+                "usernameLength": login.chars().count(),
+            }));
+            (entry, AppError::InvalidCredentials)
         }
-        Refusal::NotActive(id, status) => {
+        Refusal::BadPassword(account) => (against("bad_password", account), AppError::InvalidCredentials),
+        Refusal::NotActive(account) => {
+            let status = account.status.as_str();
             let message = match status {
                 "pending" => "This account is waiting for an administrator's approval",
                 "suspended" => "This account is suspended",
                 _ => "This account is inactive",
             };
-            (fail(format!("account_{status}")).user(id).target("user", id), AppError::forbidden(message))
+            (against(&format!("account_{status}"), account), AppError::forbidden(message))
         }
     };
     let mut tx = state.db.tenant_tx(tenant, None).await?;
@@ -244,27 +284,24 @@ async fn default_tenant(state: &AppState) -> Result<Uuid, AppError> {
     }
 }
 
-/// What an audit row keeps of a typed login name: at most 128 characters.
-fn clip(s: &str) -> String {
-    s.chars().take(128).collect()
-}
-
 /// Records an unsafe request that carried a session cookie but not its CSRF
-/// token. Only when the cookie names a real session: that proves the tenant, so a
-/// made-up cookie cannot plant rows in another organisation's log.
+/// token (`reason` "token") or came from another origin ("origin"). Only when
+/// the cookie names a real session: that proves the tenant, so a made-up cookie
+/// cannot plant rows in another organisation's log.
 pub async fn record_csrf_denial(
     state: &AppState,
     source: &Source,
     cookie: &SessionCookie,
     method: &str,
     path: &str,
+    reason: &'static str,
 ) -> Result<(), AppError> {
     let mut tx = state.db.tenant_tx(cookie.tenant, None).await?;
     let Some((session_id, user_id)) = session::find(&mut tx, cookie).await? else { return Ok(()) };
     let entry = Entry::new(Action::AuthCsrfDenied, Outcome::Fail)
         .user(user_id)
         .target("session", session_id)
-        .details(json!({ "method": method, "path": path.chars().take(256).collect::<String>() }));
+        .details(json!({ "reason": reason, "method": method, "path": path.chars().take(256).collect::<String>() }));
     audit::record(&mut tx, source, entry).await?;
     tx.commit().await?;
     Ok(())

@@ -5,6 +5,7 @@ pub mod extractor;
 pub mod handlers;
 pub mod password;
 pub mod session;
+pub mod throttle;
 pub mod user;
 
 pub use extractor::Authenticated;

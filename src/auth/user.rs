@@ -113,6 +113,7 @@ pub async fn list_views(
 #[derive(sqlx::FromRow)]
 pub struct Credentials {
     pub id: Uuid,
+    pub username: String,
     pub status: String,
     pub password_hash: String,
 }
@@ -120,7 +121,7 @@ pub struct Credentials {
 /// Finds an account by username or email, case-insensitively.
 pub async fn find_credentials(tx: &mut TenantTx, login: &str) -> Result<Option<Credentials>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, status, password_hash FROM users WHERE lower(username) = lower($1) OR lower(email) = lower($1) \
+        "SELECT id, username, status, password_hash FROM users WHERE lower(username) = lower($1) OR lower(email) = lower($1) \
          ORDER BY lower(username) = lower($1) DESC LIMIT 1",
     )
     .bind(login)

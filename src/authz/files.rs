@@ -140,9 +140,8 @@ pub fn decide(permit: &Permit, op: FileOp, file: &FileFacts) -> Result<(), Refus
     if covered {
         Ok(())
     } else {
-        let denial =
-            Denial { permission: op.permission(), reason: "outside_scope", message: INSUFFICIENT, target: None };
-        Err(Refusal::Rbac(denial.target("file", file.id)))
+        let denial = Denial::new(op.permission(), "outside_scope", INSUFFICIENT);
+        Err(Refusal::Rbac(denial.target("file", file.id).classified(file.classification.rank)))
     }
 }
 
@@ -156,21 +155,15 @@ pub fn decide_upload(permit: &Permit, classification: &Level, department: Uuid) 
     if scope == Some(Scope::Tenant) || (scope.is_some() && department == subject.department_id) {
         Ok(())
     } else {
-        let denial = Denial {
-            permission: Permission::FileUpload,
-            reason: "department_outside_scope",
-            message: INSUFFICIENT,
-            target: None,
-        };
+        let denial = Denial::new(Permission::FileUpload, "department_outside_scope", INSUFFICIENT);
         Err(Refusal::Rbac(denial.target("department", department)))
     }
 }
 
-/// Sharing `file` with `recipient` (cleared at `clearance`): the sharer may
-/// share it, and the recipient's clearance dominates the classification, so
-/// nothing flows down to someone who could not read it.
-pub fn decide_share(permit: &Permit, file: &FileFacts, recipient: &str, clearance: &Level) -> Result<(), Refusal> {
-    decide(permit, FileOp::Share, file)?;
+/// Sharing `file` with `recipient` (cleared at `clearance`), once the sharer's
+/// own `decide(Share)` passed: the recipient's clearance must dominate the
+/// classification, so nothing flows down to someone who could not read it.
+pub fn decide_recipient(permit: &Permit, file: &FileFacts, recipient: &str, clearance: &Level) -> Result<(), Refusal> {
     if dominates(clearance.rank, file.classification.rank) {
         return Ok(());
     }
@@ -216,7 +209,7 @@ impl Refusal {
                 }
                 let mut entry = Entry::new(Action::MacDenied, Outcome::Fail).details(details);
                 if let Some(id) = d.file {
-                    entry = entry.target("file", id);
+                    entry = entry.target("file", id).classified(d.classification.rank);
                 }
                 audit::record(tx, source, entry).await?;
                 let message = if d.recipient.is_some() {

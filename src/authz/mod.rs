@@ -199,7 +199,7 @@ impl Permit {
 
     /// A refusal of `reason` under this permit, to record as `rbac.denied`.
     pub fn deny(&self, reason: &'static str, message: &'static str) -> Denial {
-        Denial { permission: self.permission, reason, message, target: None }
+        Denial::new(self.permission, reason, message)
     }
 }
 
@@ -211,11 +211,23 @@ pub struct Denial {
     pub reason: &'static str,
     pub message: &'static str,
     pub target: Option<(&'static str, String)>,
+    /// The classification rank of the target, when it is a document.
+    pub classification: Option<i32>,
 }
 
 impl Denial {
+    pub fn new(permission: Permission, reason: &'static str, message: &'static str) -> Self {
+        Denial { permission, reason, message, target: None, classification: None }
+    }
+
     pub fn target(mut self, kind: &'static str, id: impl ToString) -> Self {
         self.target = Some((kind, id.to_string()));
+        self
+    }
+
+    /// The target is a document classified at `rank` (see [`Entry::classified`]).
+    pub fn classified(mut self, rank: i32) -> Self {
+        self.classification = Some(rank);
         self
     }
 }
@@ -268,6 +280,9 @@ fn denial_entry(permit: &Permit, denial: &Denial) -> Entry {
     }));
     if let Some((kind, id)) = &denial.target {
         entry = entry.target(kind, id);
+    }
+    if let Some(rank) = denial.classification {
+        entry = entry.classified(rank);
     }
     entry
 }

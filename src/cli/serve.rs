@@ -6,11 +6,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    auth::{account, password::Passwords},
+    auth::{account, throttle},
     clock::SystemClock,
     config::Config,
     db::{DbTarget, seed, setup},
-    files::{self, Vault},
+    files,
     http::{self, AppState},
 };
 
@@ -25,13 +25,7 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
     let report = seed::seed_default(&target.owner, &db).await?;
     tracing::info!(%report, "default data checked");
 
-    let state = AppState {
-        db: db.clone(),
-        config: Arc::new(config.clone()),
-        passwords: Passwords::new().await?,
-        clock: Arc::new(SystemClock),
-        files: Vault::open(config)?,
-    };
+    let state = AppState::new(db.clone(), config.clone(), Arc::new(SystemClock)).await?;
     let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("FORTIFILE_BIND: cannot listen on {}", config.bind))?;
@@ -60,8 +54,11 @@ async fn maintain(state: AppState) {
         }
         match files::sweep_unreferenced(&state, files::ORPHAN_AGE).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(objects = n, "unreferenced stored objects removed"),
+            Ok(n) => tracing::info!(objects = n, "objects left by interrupted uploads and deletes settled"),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "sweep of stored objects failed"),
+        }
+        if let Err(e) = throttle::forget_old(&state).await {
+            tracing::warn!(error = %e, "could not forget old attempt counters");
         }
     }
 }

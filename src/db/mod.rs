@@ -119,15 +119,23 @@ impl TenantTx {
         self.actor
     }
 
-    /// Plans every later statement of this transaction for its actual
-    /// parameters. Queries with optional filters (`$1 IS NULL OR …`) need it: a
-    /// cached generic plan cannot drop the absent filters, so it walks the whole
-    /// table in order instead of using the index of the filter that is present.
-    pub async fn plan_for_parameters(&mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
-            .execute(&mut *self.tx)
-            .await
-            .map(|_| ())
+    /// Prepares this transaction for reading the audit log: every later
+    /// statement is planned for its actual parameters, and cancelled after
+    /// `timeout`. Queries with optional filters (`$1 IS NULL OR …`) need the
+    /// first: a cached generic plan cannot drop the absent filters, so it walks
+    /// the whole table in order instead of using the index of the filter that is
+    /// present. The second bounds what any range can cost: a cancelled statement
+    /// is a 503 (see `AppError`), and the connection is free again.
+    pub async fn for_log_reading(&mut self, timeout: Duration) -> Result<(), sqlx::Error> {
+        let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+        sqlx::query(
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
+                    set_config('statement_timeout', $1, true)",
+        )
+        .bind(millis)
+        .execute(&mut *self.tx)
+        .await
+        .map(|_| ())
     }
 
     /// The connection, for running statements inside the transaction.
@@ -147,4 +155,10 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<&str> {
         sqlx::Error::Database(db) if db.is_unique_violation() => Some(db.constraint().unwrap_or("")),
         _ => None,
     }
+}
+
+/// Whether a statement failed because its `statement_timeout` cancelled it
+/// (SQLSTATE 57014, `query_canceled`).
+pub fn timed_out(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }

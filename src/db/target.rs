@@ -55,6 +55,11 @@ impl DbTarget {
     pub async fn shutdown(&mut self) {
         let Some(pg) = self.embedded.take() else { return };
         if !pg.started_here() {
+            tracing::info!(
+                data = %pg.root().display(),
+                "embedded PostgreSQL left running: this process attached to a cluster it did not start \
+                 (stop it with the process that started it, or pg_ctl stop)"
+            );
             return;
         }
         match super::setup::other_clients(&self.owner).await {

@@ -1,9 +1,12 @@
 //! Departments and clearance levels (seed 002): `/api/departments` and
 //! `/api/clearance-levels`, each with `userCount`.
 //!
-//! A clearance level's `level` is its rank for mandatory access control, so
-//! re-ranking is guarded like a clearance: the old and the new rank must both be
-//! at or below the caller's own, and nobody re-ranks the level they hold.
+//! A clearance level's `level` is its rank for mandatory access control, and its
+//! name is what people choose a classification by, so every edit of a level
+//! (name, description, colour, rank) is guarded like a clearance: the level's
+//! rank, before and after, must be at or below the caller's own (otherwise a
+//! swap of names could relabel documents above the caller's clearance), and
+//! nobody re-ranks the level they hold.
 //! Creating a level (at any free rank) or deleting an unused one changes nobody's
 //! access: a new level is held by no one, and only people cleared at or above it
 //! can give it to anyone.
@@ -191,10 +194,12 @@ fn clean_level(level: i32) -> Result<i32, AppError> {
     if (1..=100).contains(&level) { Ok(level) } else { Err(AppError::invalid("level", "must be between 1 and 100")) }
 }
 
-/// Refuses (as `rbac.denied`) re-ranking across the caller's own clearance.
-fn within_clearance(permit: &Permit, ranks: &[i32]) -> Attempt<()> {
+/// Refuses (as `rbac.denied`) any change to a level ranked above the caller's
+/// own clearance, or moving one there.
+fn within_clearance(permit: &Permit, ranks: &[i32], id: Uuid) -> Attempt<()> {
     if ranks.iter().any(|r| *r > permit.subject().clearance_rank) {
-        return Err(permit.deny("clearance_above_own", "You cannot re-rank clearance levels above your own").into());
+        let denial = permit.deny("clearance_above_own", "You cannot change clearance levels above your own");
+        return Err(denial.target("clearance_level", id).into());
     }
     Ok(())
 }
@@ -257,9 +262,6 @@ pub async fn update_clearance(
             Some(l) => clean_level(l)?,
             None => before.level,
         };
-        if level != before.level {
-            within_clearance(permit, &[before.level, level])?;
-        }
         if level != before.level && before.level == permit.subject().clearance_rank {
             let own: Option<Uuid> =
                 sqlx::query_scalar("SELECT clearance_level_id FROM users WHERE id = $1 AND clearance_level_id = $2")
@@ -286,6 +288,7 @@ pub async fn update_clearance(
             ("color", json!(before.color), json!(color)),
         ]);
         if !changes.is_empty() {
+            within_clearance(permit, &[before.level, level], id)?;
             let updated = sqlx::query(
                 "UPDATE clearance_levels SET name = $2, description = $3, level = $4, color = $5 WHERE id = $1",
             )

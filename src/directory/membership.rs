@@ -122,6 +122,7 @@ pub async fn assign_role(
         super::lock_administration(&mut tx).await?;
         manageable(&mut tx, permit, id, now, false).await?;
         let role = grantable_role(&mut tx, permit, &input.role).await?;
+        let admins_before = super::administrator_count(&mut tx).await?;
         let before: Option<Option<OffsetDateTime>> =
             sqlx::query_scalar("SELECT expires_at FROM user_roles WHERE user_id = $1 AND role_id = $2")
                 .bind(id)
@@ -129,6 +130,8 @@ pub async fn assign_role(
                 .fetch_optional(tx.conn())
                 .await?;
         assign(&mut tx, permit, id, role.id, input.expires_at).await?;
+        // An expiry on the last permanent administrator's assignment is a demotion in waiting.
+        super::keep_an_administrator(&mut tx, admins_before, Action::RoleAssign, ("user", id)).await?;
         let entry = Entry::new(Action::RoleAssign, Outcome::Success).target("user", id).details(json!({
             "role": role.name,
             "before": before.map(|e| json!({ "expiresAt": rfc3339(e) })),
@@ -160,7 +163,7 @@ pub async fn revoke_role(
             let denial = permit.deny("grant_exceeds_own", "You cannot revoke a role with permissions you do not hold");
             return Err(Refused::Denied(denial.target("user", id)));
         }
-        let admins_before = super::administrator_count(&mut tx, now).await?;
+        let admins_before = super::administrator_count(&mut tx).await?;
         let removed: Option<Option<OffsetDateTime>> =
             sqlx::query_scalar("DELETE FROM user_roles WHERE user_id = $1 AND role_id = $2 RETURNING expires_at")
                 .bind(id)
@@ -168,7 +171,7 @@ pub async fn revoke_role(
                 .fetch_optional(tx.conn())
                 .await?;
         let Some(expires_at) = removed else { return Err(AppError::NotFound.into()) };
-        super::keep_an_administrator(&mut tx, admins_before, now, Action::RoleRevoke, ("user", id)).await?;
+        super::keep_an_administrator(&mut tx, admins_before, Action::RoleRevoke, ("user", id)).await?;
         let entry = Entry::new(Action::RoleRevoke, Outcome::Success).target("user", id).details(json!({
             "role": role.name,
             "before": { "expiresAt": rfc3339(expires_at) },

@@ -12,8 +12,11 @@
 //! - nobody grants, revokes, or assigns a permission (or a role carrying one)
 //!   they do not hold themselves at the same or a wider scope, nor a clearance
 //!   above their own;
-//! - the last active administrator (a user holding `admin.manage_roles` at
-//!   tenant scope) cannot be demoted, suspended or deleted, by any route.
+//! - the tenant always keeps a permanent administrator: an active user holding
+//!   `admin.manage_roles` at tenant scope through an assignment that does not
+//!   expire. No route may demote, suspend or delete the last one, nor put an
+//!   expiry on the last permanent assignment (the rule holds at every future
+//!   instant, not only now).
 
 pub mod attributes;
 pub mod handlers;
@@ -23,7 +26,6 @@ pub mod users;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
@@ -98,17 +100,19 @@ pub async fn lock_administration(tx: &mut TenantTx) -> Result<(), sqlx::Error> {
         .map(|_| ())
 }
 
-/// Active users holding `admin.manage_roles` at tenant scope through a current role.
-pub async fn administrator_count(tx: &mut TenantTx, now: OffsetDateTime) -> Result<i64, sqlx::Error> {
+/// Permanent administrators: active users holding `admin.manage_roles` at
+/// tenant scope through an assignment with no expiry. Assignments that expire
+/// do not count, however far off: counting them would let two administrators
+/// each give the other an expiry and leave the tenant with none when both end.
+pub async fn administrator_count(tx: &mut TenantTx) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT count(DISTINCT u.id) FROM users u \
          JOIN user_roles ur ON ur.user_id = u.id \
          JOIN role_permissions rp ON rp.role_id = ur.role_id \
          JOIN permissions p ON p.id = rp.permission_id \
          WHERE u.status = 'active' AND p.name = 'admin.manage_roles' AND rp.scope = 'tenant' \
-           AND (ur.expires_at IS NULL OR ur.expires_at > $1)",
+           AND ur.expires_at IS NULL",
     )
-    .bind(now)
     .fetch_one(tx.conn())
     .await
 }
@@ -118,11 +122,10 @@ pub async fn administrator_count(tx: &mut TenantTx, now: OffsetDateTime) -> Resu
 pub async fn keep_an_administrator(
     tx: &mut TenantTx,
     before: i64,
-    now: OffsetDateTime,
     action: Action,
     target: (&'static str, Uuid),
 ) -> Attempt<()> {
-    if before > 0 && administrator_count(tx, now).await? == 0 {
+    if before > 0 && administrator_count(tx).await? == 0 {
         return Err(Refused::LastAdmin { action, target });
     }
     Ok(())

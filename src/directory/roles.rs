@@ -5,6 +5,10 @@
 //! catalogue; `scopes` gives each granted permission's scope in the same shape.
 //! On write, a permission's value is `true` (keep the grant's scope, or `tenant`
 //! for a new grant), `false` (no grant) or a scope name.
+//!
+//! Any edit of a role (its name, description, session timeout, MFA, portal or
+//! tier as much as its grants) needs the caller to hold every grant the role
+//! carries at the same or a wider scope, like granting it would.
 
 use std::collections::BTreeMap;
 
@@ -350,7 +354,7 @@ async fn update_attempt(
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     super::lock_administration(&mut tx).await?;
     let before_view = views(&mut tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
-    let admins_before = super::administrator_count(&mut tx, now).await?;
+    let admins_before = super::administrator_count(&mut tx).await?;
     let mut changes = serde_json::Map::new();
     let mut change = |field: &str, before: Value, after: Value| {
         if before != after {
@@ -401,6 +405,12 @@ async fn update_attempt(
     change("tier", json!(before_view.tier), json!(tier));
 
     if !changes.is_empty() {
+        // Renaming a role, or changing its timeout or MFA policy, changes what its
+        // holders live with: only someone who could grant all of it may.
+        if !within_own(permit.subject(), &grants_of(&mut tx, id).await?) {
+            let denial = permit.deny("grant_exceeds_own", "You cannot edit a role with permissions you do not hold");
+            return Err(Refused::Denied(denial.target("role", id)));
+        }
         let updated = sqlx::query(
             "UPDATE roles SET name = $2, description = $3, session_timeout_minutes = $4, requires_mfa = $5, \
              mfa_type = $6, portal = $7, tier = $8 WHERE id = $1",
@@ -426,7 +436,7 @@ async fn update_attempt(
         let current = grants_of(&mut tx, id).await?;
         let wanted = parse_grants(input, &current)?;
         change_grants(&mut tx, permit, source, id, &name, &current, &wanted).await?;
-        super::keep_an_administrator(&mut tx, admins_before, now, Action::RolePermissionRevoke, ("role", id)).await?;
+        super::keep_an_administrator(&mut tx, admins_before, Action::RolePermissionRevoke, ("role", id)).await?;
     }
 
     let view = views(&mut tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;

@@ -297,7 +297,7 @@ async fn update_attempt(
         return Err(self_change(permit, id));
     }
     let before = manageable(&mut tx, permit, id, now, true).await?;
-    let admins_before = super::administrator_count(&mut tx, now).await?;
+    let admins_before = super::administrator_count(&mut tx).await?;
     let mut changes = Map::new();
     let mut change = |field: &str, before: &str, after: &str| {
         if before != after {
@@ -396,7 +396,7 @@ async fn update_attempt(
     } else {
         Action::UserUpdate
     };
-    super::keep_an_administrator(&mut tx, admins_before, now, action, ("user", id)).await?;
+    super::keep_an_administrator(&mut tx, admins_before, action, ("user", id)).await?;
     let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
     tx.commit().await?;
     Ok(view)
@@ -408,7 +408,7 @@ pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid
         let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
         super::lock_administration(&mut tx).await?;
         let before = manageable(&mut tx, permit, id, now, true).await?;
-        let admins_before = super::administrator_count(&mut tx, now).await?;
+        let admins_before = super::administrator_count(&mut tx).await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await;
         if let Err(sqlx::Error::Database(e)) = &deleted
             && e.is_foreign_key_violation()
@@ -419,7 +419,7 @@ pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid
             .into());
         }
         deleted?;
-        super::keep_an_administrator(&mut tx, admins_before, now, Action::UserDelete, ("user", id)).await?;
+        super::keep_an_administrator(&mut tx, admins_before, Action::UserDelete, ("user", id)).await?;
         let entry = Entry::new(Action::UserDelete, Outcome::Success).target("user", id).details(json!({
             "before": snapshot(&before)
         }));

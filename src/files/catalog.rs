@@ -152,10 +152,6 @@ pub async fn department_named(tx: &mut TenantTx, name: &str) -> Result<Option<(U
         .await
 }
 
-pub async fn object_referenced(tx: &mut TenantTx, key: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM files WHERE object_key = $1)").bind(key).fetch_one(tx.conn()).await
-}
-
 /// `GET /api/files` query parameters.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

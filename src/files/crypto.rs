@@ -60,6 +60,8 @@ fn aes_key(bytes: &[u8; KEY_LEN]) -> LessSafeKey {
 pub struct MasterKey {
     key: LessSafeKey,
     id: String,
+    /// For keys derived for other purposes (see [`MasterKey::derive`]).
+    derivation: ring::hmac::Key,
 }
 
 impl fmt::Debug for MasterKey {
@@ -72,7 +74,19 @@ impl MasterKey {
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
         // The id names the key (for rotation) without revealing it.
         let digest = digest::digest(&digest::SHA256, &[b"fortifile-key-id".as_slice(), bytes].concat());
-        MasterKey { key: aes_key(bytes), id: hex::encode(&digest.as_ref()[..8]) }
+        let derivation = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes);
+        MasterKey { key: aes_key(bytes), id: hex::encode(&digest.as_ref()[..8]), derivation }
+    }
+
+    /// A 256-bit key for `purpose`, derived from the master key (HMAC-SHA256
+    /// of a domain-separated label), so one secret to back up serves every use
+    /// and no derived key reveals the master key or another derived key.
+    pub fn derive(&self, purpose: &str) -> [u8; KEY_LEN] {
+        let label = [b"fortifile.derive.v1\0".as_slice(), purpose.as_bytes()].concat();
+        let tag = ring::hmac::sign(&self.derivation, &label);
+        let mut out = [0u8; KEY_LEN];
+        out.copy_from_slice(&tag.as_ref()[..KEY_LEN]);
+        out
     }
 
     /// Parses 64 hex characters.

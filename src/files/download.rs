@@ -18,7 +18,10 @@ use uuid::Uuid;
 use super::{catalog::StoredFile, crypto::Opener};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
-    authz::{Permit, files::FileOp},
+    authz::{
+        Permit,
+        files::{FileFacts, FileOp},
+    },
     http::{AppState, error::AppError},
 };
 
@@ -44,23 +47,26 @@ pub async fn download(state: &AppState, permit: &Permit, source: &Source, id: Uu
             return Err(failure.into_error());
         }
     };
-    let entry = Entry::new(Action::FileDownload, Outcome::Success).target("file", id).details(json!({
-        "name": file.name,
-        "size": file.size,
-        "classification": file.facts.classification.name,
-    }));
+    let entry = Entry::new(Action::FileDownload, Outcome::Success)
+        .target("file", id)
+        .details(json!({
+            "name": file.name,
+            "size": file.size,
+            "classification": file.facts.classification.name,
+        }))
+        .classified(file.facts.classification.rank);
     audit::record(&mut tx, source, entry).await?;
     tx.commit().await?;
 
     let rest = futures::stream::unfold(
-        Some((plaintext, state.clone(), permit.clone(), source.clone(), file.facts.id, file.name.clone())),
+        Some((plaintext, state.clone(), permit.clone(), source.clone(), file.facts.clone(), file.name.clone())),
         |carry| async move {
-            let (mut plaintext, state, permit, source, id, name) = carry?;
+            let (mut plaintext, state, permit, source, facts, name) = carry?;
             match plaintext.next().await {
                 None => None,
-                Some(Ok(bytes)) => Some((Ok(bytes), Some((plaintext, state, permit, source, id, name)))),
+                Some(Ok(bytes)) => Some((Ok(bytes), Some((plaintext, state, permit, source, facts, name)))),
                 Some(Err(failure)) => {
-                    record_late_failure(&state, &permit, &source, id, &name, &failure).await;
+                    record_late_failure(&state, &permit, &source, &facts, &name, &failure).await;
                     Some((Err(std::io::Error::other(failure.message())), None))
                 }
             }
@@ -157,13 +163,22 @@ fn failure_entry(file: &StoredFile, failure: &Failure) -> Entry {
     Entry::new(Action::FileDownload, Outcome::Fail)
         .target("file", file.facts.id)
         .details(json!({ "name": file.name, "reason": failure.reason() }))
+        .classified(file.facts.classification.rank)
 }
 
-async fn record_late_failure(state: &AppState, permit: &Permit, source: &Source, id: Uuid, name: &str, f: &Failure) {
-    tracing::error!(reason = f.reason(), detail = f.detail(), file = %id, "a download failed mid-stream");
+async fn record_late_failure(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    file: &FileFacts,
+    name: &str,
+    f: &Failure,
+) {
+    tracing::error!(reason = f.reason(), detail = f.detail(), file = %file.id, "a download failed mid-stream");
     let entry = Entry::new(Action::FileDownload, Outcome::Fail)
-        .target("file", id)
-        .details(json!({ "name": name, "reason": f.reason(), "midStream": true }));
+        .target("file", file.id)
+        .details(json!({ "name": name, "reason": f.reason(), "midStream": true }))
+        .classified(file.classification.rank);
     if let Err(e) = audit::record_alone(&state.db, permit.tenant_id(), Some(permit.user_id()), source, entry).await {
         tracing::error!(error = %e, "could not record a failed download");
     }

@@ -97,11 +97,14 @@ pub async fn classify(
             .execute(tx.conn())
             .await?;
         let action = if level.rank > before.rank { Action::FileClassify } else { Action::FileDeclassify };
-        let entry = Entry::new(action, Outcome::Success).target("file", id).details(json!({
-            "name": file.name,
-            "before": before.name,
-            "after": level.name,
-        }));
+        let entry = Entry::new(action, Outcome::Success)
+            .target("file", id)
+            .details(json!({
+                "name": file.name,
+                "before": before.name,
+                "after": level.name,
+            }))
+            .classified(level.rank.max(before.rank));
         audit::record(&mut tx, source, entry).await?;
     }
     let view = catalog::view(&mut tx, id).await?;
@@ -109,21 +112,24 @@ pub async fn classify(
     Ok(view)
 }
 
-/// `DELETE /api/files/{id}`: the row (and its shares) goes with its audit row;
-/// the object is removed after the commit (or by the sweep, if that fails).
+/// `DELETE /api/files/{id}`: the row (and its shares) goes with its audit row
+/// and a record that its object is to be removed; the object is removed after
+/// the commit (or by the sweep, if that fails).
 pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
     let (mut tx, file) = decided(state, permit, source, id, FileOp::Delete).await?;
     sqlx::query("DELETE FROM files WHERE id = $1").bind(id).execute(tx.conn()).await?;
-    let entry = Entry::new(Action::FileDelete, Outcome::Success).target("file", id).details(json!({
-        "name": file.name,
-        "size": file.size,
-        "sha256": file.sha256,
-        "classification": file.facts.classification.name,
-    }));
+    super::pending::record(&mut tx, &file.object_key, super::pending::Purpose::Delete, state.clock.now()).await?;
+    let entry = Entry::new(Action::FileDelete, Outcome::Success)
+        .target("file", id)
+        .details(json!({
+            "name": file.name,
+            "size": file.size,
+            "sha256": file.sha256,
+            "classification": file.facts.classification.name,
+        }))
+        .classified(file.facts.classification.rank);
     audit::record(&mut tx, source, entry).await?;
     tx.commit().await?;
-    if let Err(e) = state.files.storage.delete(&file.object_key).await {
-        tracing::warn!(error = %format!("{e:#}"), "could not remove a deleted file's object; the sweep will");
-    }
+    super::pending::remove(state, permit.tenant_id(), &file.object_key).await;
     Ok(())
 }

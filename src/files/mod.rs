@@ -9,7 +9,9 @@
 //!   that failed authentication.
 //! - [`manage`]: view, reclassify, delete; [`shares`]: sharing with a colleague.
 //! - [`crypto`]: envelope encryption in authenticated segments; [`storage`]: the
-//!   object store, multipart writers that abort when dropped, and the sweep.
+//!   object store (fsynced locally) and multipart writers that abort when
+//!   dropped; [`pending`]: objects in flight, and the sweep of what a crash or a
+//!   failure left behind.
 //!
 //! Every decision is `authz::files`; every operation runs in one `TenantTx` with
 //! its audit row.
@@ -19,13 +21,14 @@ pub mod crypto;
 pub mod download;
 pub mod handlers;
 pub mod manage;
+pub mod pending;
 pub mod shares;
 pub mod storage;
 pub mod upload;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use crate::{config::Config, http::AppState};
+use crate::config::Config;
 pub use catalog::FileView;
 use crypto::MasterKey;
 use storage::Storage;
@@ -47,23 +50,4 @@ impl Vault {
     }
 }
 
-/// Objects older than this with no `files` row are removed by the sweep: what a
-/// crashed or cancelled upload, or a failed delete, left behind.
-pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
-
-/// Removes stored objects older than `min_age` that no file row references.
-/// Returns how many were removed.
-pub async fn sweep_unreferenced(state: &AppState, min_age: Duration) -> anyhow::Result<usize> {
-    let before = state.clock.now() - min_age;
-    let mut removed = 0;
-    for (tenant, key) in state.files.storage.objects_older_than(before).await? {
-        let mut tx = state.db.tenant_tx(tenant, None).await?;
-        let referenced = catalog::object_referenced(&mut tx, &key).await?;
-        tx.commit().await?;
-        if !referenced {
-            state.files.storage.delete(&key).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
+pub use pending::{GRACE as ORPHAN_AGE, sweep as sweep_unreferenced};

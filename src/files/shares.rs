@@ -1,13 +1,19 @@
 //! Sharing a file with a colleague: the recipient may view and download it until
 //! the share expires or is revoked, checked on every request (no cache). The
 //! recipient's clearance must dominate the file's classification (no flow down).
+//!
+//! The sharer's own access to the file is decided (MAC, then scope) before
+//! anything about the recipient is looked at, so someone who may not share the
+//! file learns nothing about who exists or who owns it. A share belongs to the
+//! person who gave it: sharing again with the same recipient changes its expiry
+//! only for them; a colleague's share of the same file is theirs to change.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{catalog, manage::refused};
+use super::manage::refused;
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     authz::{
@@ -62,8 +68,7 @@ pub async fn create(
     if input.expires_at.is_some_and(|at| at <= now) {
         return Err(AppError::invalid("expiresAt", "must be in the future"));
     }
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let file = catalog::stored(&mut tx, file_id, permit.user_id(), now, true).await?;
+    let (mut tx, file) = super::manage::decided(state, permit, source, file_id, FileOp::Share).await?;
     let recipient: Option<(Uuid, String, String, i32)> = sqlx::query_as(
         "SELECT u.id, u.username, c.name, c.level FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
          WHERE lower(u.username) = lower($1) AND u.status = 'active'",
@@ -76,13 +81,14 @@ pub async fn create(
     if recipient_id == file.facts.owner_id {
         return Err(AppError::invalid("username", "the owner already has this file"));
     }
-    if let Err(refusal) = decide::decide_share(permit, &file.facts, &username, &Level { name: clearance, rank }) {
+    if let Err(refusal) = decide::decide_recipient(permit, &file.facts, &username, &Level { name: clearance, rank }) {
         return Err(refused(tx, permit, source, refusal).await);
     }
-    let (share_id, inserted): (Uuid, bool) = sqlx::query_as(
+    let upserted: Option<(Uuid, bool)> = sqlx::query_as(
         "INSERT INTO file_shares (tenant_id, file_id, recipient_id, shared_by, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (file_id, recipient_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, shared_by = EXCLUDED.shared_by \
+         ON CONFLICT (file_id, recipient_id) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+         WHERE file_shares.shared_by = EXCLUDED.shared_by \
          RETURNING id, (xmax = 0) AS inserted",
     )
     .bind(permit.tenant_id())
@@ -91,16 +97,24 @@ pub async fn create(
     .bind(permit.user_id())
     .bind(now)
     .bind(input.expires_at)
-    .fetch_one(tx.conn())
+    .fetch_optional(tx.conn())
     .await?;
-    let entry = Entry::new(Action::FileShare, Outcome::Success).target("file", file_id).details(json!({
-        "name": file.name,
-        "share": share_id,
-        "recipient": username,
-        "expiresAt": input.expires_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
-        "classification": file.facts.classification.name,
-        "renewed": !inserted,
-    }));
+    let Some((share_id, inserted)) = upserted else {
+        return Err(AppError::Conflict(
+            "Someone else already shared this file with that user; only they can change that share".into(),
+        ));
+    };
+    let entry = Entry::new(Action::FileShare, Outcome::Success)
+        .target("file", file_id)
+        .details(json!({
+            "name": file.name,
+            "share": share_id,
+            "recipient": username,
+            "expiresAt": input.expires_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            "classification": file.facts.classification.name,
+            "renewed": !inserted,
+        }))
+        .classified(file.facts.classification.rank);
     audit::record(&mut tx, source, entry).await?;
     let view = one(&mut tx, share_id, now).await?;
     tx.commit().await?;
@@ -143,11 +157,14 @@ pub async fn delete(
         .filter(|s| s.file_id == file_id)
         .ok_or(AppError::NotFound)?;
     sqlx::query("DELETE FROM file_shares WHERE id = $1").bind(share_id).execute(tx.conn()).await?;
-    let entry = Entry::new(Action::FileUnshare, Outcome::Success).target("file", file_id).details(json!({
-        "name": file.name,
-        "share": share_id,
-        "recipient": share.recipient,
-    }));
+    let entry = Entry::new(Action::FileUnshare, Outcome::Success)
+        .target("file", file_id)
+        .details(json!({
+            "name": file.name,
+            "share": share_id,
+            "recipient": share.recipient,
+        }))
+        .classified(file.facts.classification.rank);
     audit::record(&mut tx, source, entry).await?;
     tx.commit().await?;
     Ok(())

@@ -5,8 +5,14 @@
 //! becomes part of one. Objects are written with multipart uploads so memory
 //! stays bounded, and an upload that is not finished is aborted, also when its
 //! request is dropped mid-body.
+//!
+//! An object is durable when its upload completes: a local object is fsynced,
+//! and so is its directory after the staging file is renamed into place (S3
+//! acknowledges a completed multipart upload only once it is stored). Callers
+//! commit the `files` row only after that, so an acknowledged document never
+//! points at a missing or short object after a power loss.
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -33,6 +39,8 @@ const READ_SIZE: usize = 1024 * 1024;
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     label: String,
+    /// The directory of a local store: where staging files live.
+    local_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -52,8 +60,14 @@ impl Storage {
                     .create(dir)
                     .with_context(|| format!("FORTIFILE_STORAGE: cannot create {}", dir.display()))?;
                 let store = LocalFileSystem::new_with_prefix(dir)
-                    .with_context(|| format!("FORTIFILE_STORAGE: cannot use {}", dir.display()))?;
-                Ok(Storage { store: Arc::new(store), label: format!("file://{}", dir.display()) })
+                    .with_context(|| format!("FORTIFILE_STORAGE: cannot use {}", dir.display()))?
+                    .with_fsync(true);
+                let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+                Ok(Storage {
+                    store: Arc::new(store),
+                    label: format!("file://{}", dir.display()),
+                    local_root: Some(root),
+                })
             }
             StorageSpec::S3 { bucket, prefix, settings } => {
                 let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
@@ -69,7 +83,7 @@ impl Storage {
                 let label = format!("s3://{bucket}/{prefix}");
                 let store: Arc<dyn ObjectStore> =
                     if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix.as_str())) };
-                Ok(Storage { store, label })
+                Ok(Storage { store, label, local_root: None })
             }
         }
     }
@@ -128,23 +142,49 @@ impl Storage {
         }
     }
 
-    /// Every object last modified before `before`, as (tenant, key): the
-    /// candidates of the sweep of unreferenced objects.
-    pub async fn objects_older_than(&self, before: OffsetDateTime) -> anyhow::Result<Vec<(Uuid, String)>> {
-        let mut listing = self.store.list(None);
-        let mut found = Vec::new();
-        while let Some(meta) = listing.next().await {
-            let meta = meta.context("listing stored objects")?;
-            if meta.last_modified.timestamp() >= before.unix_timestamp() {
-                continue;
-            }
-            let key = meta.location.to_string();
-            // Anything not of our own key form is not ours to judge; leave it.
-            if let Some(tenant) = key.split_once('/').and_then(|(t, _)| Uuid::parse_str(t).ok()) {
-                found.push((tenant, key));
+    /// Deletes the object `key` and, in a local store, the staging files an
+    /// interrupted upload of it left (`<key>#<n>`; the store's own listing never
+    /// shows them). S3 keeps the parts of an upload nobody completed or aborted
+    /// until the bucket's lifecycle rule removes them (see the README).
+    pub async fn delete_with_staging(&self, key: &str) -> anyhow::Result<()> {
+        self.delete(key).await?;
+        for staging in self.staging_files(key)? {
+            match std::fs::remove_file(&staging) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", staging.display())),
             }
         }
-        Ok(found)
+        Ok(())
+    }
+
+    /// Whether a local upload of `key` wrote since `since` (so it is still in
+    /// progress, however long it has taken). Always false for S3.
+    pub fn written_since(&self, key: &str, since: OffsetDateTime) -> bool {
+        let Ok(staging) = self.staging_files(key) else { return false };
+        staging.iter().any(|path| {
+            std::fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|at| OffsetDateTime::from(at) >= since)
+        })
+    }
+
+    /// The local staging files of `key` (none for S3).
+    fn staging_files(&self, key: &str) -> anyhow::Result<Vec<PathBuf>> {
+        let Some(root) = &self.local_root else { return Ok(Vec::new()) };
+        // Keys are ours: "<tenant uuid>/<uuid>", never a path of the client's.
+        let (tenant, name) = key.split_once('/').context("not an object key")?;
+        anyhow::ensure!(Uuid::parse_str(tenant).is_ok() && Uuid::parse_str(name).is_ok(), "not an object key");
+        let dir = root.join(tenant);
+        let prefix = format!("{name}#");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+            .map(|e| e.path())
+            .collect())
     }
 }
 

@@ -20,6 +20,7 @@ use super::{
     FileView,
     catalog::{self, clean_filename},
     crypto::Sealer,
+    pending,
     storage::{ObjectWriter, Storage},
 };
 use crate::{
@@ -69,7 +70,7 @@ pub async fn upload(
 ) -> Result<FileView, AppError> {
     let limit = state.files.max_upload_bytes;
     if declared.is_some_and(|len| len > limit + FRAMING_ALLOWANCE) {
-        return Err(too_large(state, permit, source, "", limit).await);
+        return Err(too_large(state, permit, source, "", None, limit).await);
     }
     let mut classification = None;
     let mut department = None;
@@ -85,11 +86,11 @@ pub async fn upload(
     };
     let placement = place(state, permit, source, classification.as_deref(), department.as_deref()).await?;
     let name = clean_filename(field.file_name().unwrap_or(""));
-    let stored = store(state, permit, source, field, name).await?;
+    let stored = store(state, permit, source, field, name, placement.classification.rank).await?;
     // Nothing may follow the file: a part after it would not have been decided on.
     let trailing = form.next_field().await.map_err(multipart_error);
     if !matches!(trailing, Ok(None)) {
-        discard(&state.files.storage, &stored.key).await;
+        pending::remove(state, permit.tenant_id(), &stored.key).await;
         return Err(trailing.err().unwrap_or_else(|| {
             AppError::invalid("file", "the file must be the last part (classification and department come first)")
         }));
@@ -97,7 +98,7 @@ pub async fn upload(
     match record(state, permit, source, &placement, &stored).await {
         Ok(view) => Ok(view),
         Err(e) => {
-            discard(&state.files.storage, &stored.key).await;
+            pending::remove(state, permit.tenant_id(), &stored.key).await;
             Err(e)
         }
     }
@@ -146,6 +147,7 @@ async fn store(
     source: &Source,
     mut field: Field<'_>,
     name: String,
+    rank: i32,
 ) -> Result<Stored, AppError> {
     let vault = &state.files;
     let file_id = Uuid::new_v4();
@@ -153,6 +155,7 @@ async fn store(
     let (data_key, wrapped_key) =
         vault.master.new_data_key(permit.tenant_id(), file_id).map_err(anyhow::Error::from)?;
     let (mut sealer, header) = Sealer::new(data_key).map_err(anyhow::Error::from)?;
+    super::pending::begin_upload(state, permit.tenant_id(), permit.user_id(), &key).await?;
     let mut writer = vault.storage.writer(&key).await?;
     writer.write(&header).await?;
 
@@ -172,7 +175,7 @@ async fn store(
         size += chunk.len() as u64;
         if size > vault.max_upload_bytes {
             writer.abort().await;
-            return Err(too_large(state, permit, source, &name, vault.max_upload_bytes).await);
+            return Err(too_large(state, permit, source, &name, Some(rank), vault.max_upload_bytes).await);
         }
         sha.update(&chunk);
         if head.len() < SNIFF_LEN {
@@ -232,33 +235,42 @@ async fn record(
     .bind(state.clock.now())
     .execute(tx.conn())
     .await?;
-    let entry = Entry::new(Action::FileUpload, Outcome::Success).target("file", stored.file_id).details(json!({
-        "name": stored.name,
-        "size": stored.size,
-        "sha256": hex::encode(&stored.sha256),
-        "contentType": stored.content_type,
-        "classification": placement.classification.name,
-        "department": placement.department,
-    }));
+    let entry = Entry::new(Action::FileUpload, Outcome::Success)
+        .target("file", stored.file_id)
+        .details(json!({
+            "name": stored.name,
+            "size": stored.size,
+            "sha256": hex::encode(&stored.sha256),
+            "contentType": stored.content_type,
+            "classification": placement.classification.name,
+            "department": placement.department,
+        }))
+        .classified(placement.classification.rank);
     audit::record(&mut tx, source, entry).await?;
+    pending::settle(&mut tx, &stored.key).await?;
     let view = catalog::view(&mut tx, stored.file_id).await?;
     tx.commit().await?;
     Ok(view)
 }
 
-/// Records the refused oversize upload and returns the 413.
-async fn too_large(state: &AppState, permit: &Permit, source: &Source, name: &str, limit: u64) -> AppError {
-    let entry = Entry::new(Action::FileUpload, Outcome::Fail)
+/// Records the refused oversize upload (classified at `rank` once its placement
+/// was decided) and returns the 413.
+async fn too_large(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    name: &str,
+    rank: Option<i32>,
+    limit: u64,
+) -> AppError {
+    let mut entry = Entry::new(Action::FileUpload, Outcome::Fail)
         .details(json!({ "name": name, "reason": "too_large", "limit": limit }));
+    if let Some(rank) = rank {
+        entry = entry.classified(rank);
+    }
     match audit::record_alone(&state.db, permit.tenant_id(), Some(permit.user_id()), source, entry).await {
         Ok(_) => AppError::PayloadTooLarge,
         Err(e) => e.into(),
-    }
-}
-
-async fn discard(storage: &Storage, key: &str) {
-    if let Err(e) = storage.delete(key).await {
-        tracing::warn!(error = %e, "could not remove an unrecorded object; the sweep will");
     }
 }
 
@@ -270,7 +282,9 @@ async fn text_part(mut field: Field<'_>, name: &'static str) -> Result<String, A
             return Err(AppError::invalid(name, "too long"));
         }
     }
-    String::from_utf8(bytes).map_err(|_| AppError::invalid(name, "must be UTF-8 text"))
+    let text = String::from_utf8(bytes).map_err(|_| AppError::invalid(name, "must be UTF-8 text"))?;
+    crate::http::input::refuse_nul(name, &text)?;
+    Ok(text)
 }
 
 fn multipart_error(e: MultipartError) -> AppError {

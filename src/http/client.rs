@@ -34,7 +34,7 @@ pub fn source_of(parts: &Parts, config: &Config) -> Source {
 /// right, skipping trusted hops; the first untrusted address is the client. A
 /// malformed entry stops the walk at the last address we could trust.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*ip)));
+    let is_trusted = |ip: &IpAddr| is_trusted_proxy(*ip, trusted);
     if !is_trusted(&peer) {
         return canonical(peer);
     }
@@ -54,6 +54,11 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     canonical(client)
+}
+
+/// Whether `ip` is one of `FORTIFILE_TRUSTED_PROXIES`.
+pub fn is_trusted_proxy(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&canonical(ip)))
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) as plain IPv4.

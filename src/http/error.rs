@@ -6,9 +6,11 @@
 //! [`AppError::Internal`] is logged (inside the request's span, which carries the
 //! request id) and answered with a generic 500.
 
+use std::borrow::Cow;
+
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -35,9 +37,17 @@ pub enum AppError {
     UnsupportedMediaType,
     /// A field failed validation; the message names the field.
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid { field: Cow<'static, str>, message: String },
+    /// Too many attempts from one address or for one account: 429, with the
+    /// seconds to wait in `Retry-After`.
+    #[error("Too many attempts; try again later")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("Service unavailable")]
     Unavailable,
+    /// A read that would run past its statement timeout (a dashboard range too
+    /// large for the server to answer in time): 503, never a connection held.
+    #[error("{0}")]
+    TimedOut(&'static str),
     /// A known server-side failure whose message may be shown (a stored file
     /// that fails its integrity check): 500, logged like an internal error.
     #[error("{0}")]
@@ -47,8 +57,8 @@ pub enum AppError {
 }
 
 impl AppError {
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        AppError::Invalid { field, message: message.into() }
+    pub fn invalid(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        AppError::Invalid { field: field.into(), message: message.into() }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -66,16 +76,22 @@ impl AppError {
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable | AppError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) | AppError::ServerFailure(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 /// Database errors are internal unless a caller maps a known constraint first
-/// (see [`crate::db::unique_violation`]).
+/// (see [`crate::db::unique_violation`]); a statement cancelled by its
+/// `statement_timeout` is a 503 that says why.
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
+        if crate::db::timed_out(&e) {
+            tracing::warn!("a statement ran past its statement_timeout and was cancelled");
+            return AppError::TimedOut("The query took too long; narrow the date range or the filters");
+        }
         AppError::Internal(e.into())
     }
 }
@@ -98,6 +114,9 @@ impl IntoResponse for AppError {
         };
         let message = body["error"].as_str().unwrap_or_default().to_string();
         let mut response = (status, Json(body)).into_response();
+        if let AppError::TooManyRequests { retry_after_secs } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         response.extensions_mut().insert(PublicMessage(message));
         response
     }

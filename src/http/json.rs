@@ -1,13 +1,19 @@
 //! A JSON body extractor whose rejections are [`AppError`]s, so malformed input
-//! answers with the same `{"error": ...}` shape as everything else.
+//! answers with the same `{"error": ...}` shape as everything else: 400 for
+//! JSON that does not parse, 415 without a JSON content type, 413 over the body
+//! limit, and 422 for text holding NUL or a value of the wrong form (see
+//! [`super::input`]).
 
 use axum::{
-    extract::{FromRequest, Request, rejection::JsonRejection},
+    body::Bytes,
+    extract::{FromRequest, Request},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
 
-use super::error::AppError;
+use super::{error::AppError, input};
 
 pub struct ApiJson<T>(pub T);
 
@@ -19,41 +25,46 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(map_rejection(rejection)),
+        if !is_json(req.headers()) {
+            return Err(AppError::UnsupportedMediaType);
         }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge
+            } else {
+                AppError::BadRequest("Unreadable request body".into())
+            }
+        })?;
+        parse(&bytes).map(ApiJson)
     }
 }
 
-fn map_rejection(rejection: JsonRejection) -> AppError {
-    match rejection {
-        JsonRejection::JsonSyntaxError(_) => AppError::BadRequest("Malformed JSON body".into()),
-        JsonRejection::MissingJsonContentType(_) => AppError::UnsupportedMediaType,
-        JsonRejection::JsonDataError(e) => {
-            // serde's message names the field and the expected type; it holds no
-            // internal type names of ours (bodies are plain structs of std types).
-            AppError::Invalid { field: "body", message: describe_data_error(&e.body_text()) }
-        }
-        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            AppError::PayloadTooLarge
-        }
-        _ => AppError::BadRequest("Unreadable request body".into()),
-    }
+/// `application/json` or any `+json` type.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// serde's message names the field and the expected JSON type; where it would name
-/// one of our Rust types ("expected struct LoginBody") that part is replaced.
-fn describe_data_error(text: &str) -> String {
-    let text = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(text);
-    match text.find("expected struct ") {
-        Some(at) => {
-            let rest = &text[at + "expected struct ".len()..];
-            let tail = rest.find(' ').map(|i| &rest[i..]).unwrap_or("");
-            format!("{}expected a JSON object{}", &text[..at], tail)
+/// Parses a JSON body into `T`: NUL first (it can only arrive escaped), then
+/// the shape, each failure explained with the field it concerns.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    if input::json_may_hold_nul(bytes) {
+        let value: Value = serde_json::from_slice(bytes).map_err(|_| malformed())?;
+        if let Some(field) = input::nul_in_json(&value) {
+            return Err(AppError::invalid(field, input::NUL_MESSAGE));
         }
-        None => text.to_string(),
     }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        if e.inner().is_syntax() || e.inner().is_eof() { malformed() } else { input::explain(e, "body") }
+    })?;
+    deserializer.end().map_err(|_| malformed())?;
+    Ok(value)
+}
+
+fn malformed() -> AppError {
+    AppError::BadRequest("Malformed JSON body".into())
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {

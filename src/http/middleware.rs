@@ -1,16 +1,23 @@
-//! Cross-cutting request handling: security headers on every response, CSRF and
-//! Origin checks on every unsafe request, request ids and tracing.
+//! Cross-cutting request handling: request ids, security headers on every
+//! response, CSRF and Origin checks on every unsafe request.
+
+use std::net::SocketAddr;
 
 use axum::{
     body::{Body, to_bytes},
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use url::Url;
+use uuid::Uuid;
 
-use super::{AppState, client::source_of, error::AppError};
+use super::{
+    AppState,
+    client::{is_trusted_proxy, source_of},
+    error::AppError,
+};
 use crate::{
     auth::{account, session},
     config::Config,
@@ -21,6 +28,36 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 const SESSIONLESS: &[&str] = &["/auth/login", "/auth/register", "/login"];
 /// Largest form body read to find a `csrf_token` field.
 const MAX_FORM_BYTES: usize = 64 * 1024;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The longest request id taken from a trusted proxy.
+const MAX_REQUEST_ID: usize = 64;
+
+/// Gives every request its id, which every log line of the request, the
+/// response and a 500's page carry. The id is ours (a fresh UUID): a client's
+/// `X-Request-Id` is replaced, so nobody can forge log fields with it. Only a
+/// trusted proxy (`FORTIFILE_TRUSTED_PROXIES`) may pass its own id on, and only
+/// as a short token of letters, digits, `-`, `_`, `.` and `:`.
+pub async fn request_id(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let from_proxy = peer.is_some_and(|ip| is_trusted_proxy(ip, &state.config.trusted_proxies));
+    let given = req
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|_| from_proxy)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_safe_token(v))
+        .and_then(|v| HeaderValue::from_str(v).ok());
+    let id = given
+        .unwrap_or_else(|| HeaderValue::from_str(&Uuid::new_v4().to_string()).expect("a UUID is a valid header value"));
+    req.headers_mut().insert(REQUEST_ID, id);
+    next.run(req).await
+}
+
+fn is_safe_token(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
 
 /// Security headers, set in one place for every response. A handler that needs a
 /// different value (an HTML page's CSP, say) sets its own and it is kept.
@@ -62,6 +99,15 @@ pub async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next)
     if let Some(origin) = req.headers().get(header::ORIGIN)
         && !origin_allowed(&state.config, origin, req.headers())
     {
+        // A forged request riding on a real session is recorded like a missing token.
+        if let Some(cookie) = session::from_headers(&state.config, req.headers()) {
+            let (parts, _) = req.into_parts();
+            let source = source_of(&parts, &state.config);
+            let (method, path) = (parts.method.as_str(), parts.uri.path());
+            if let Err(e) = account::record_csrf_denial(&state, &source, &cookie, method, path, "origin").await {
+                return e.into_response();
+            }
+        }
         return AppError::forbidden("Cross-origin request refused").into_response();
     }
     if SESSIONLESS.contains(&req.uri().path()) {
@@ -106,8 +152,8 @@ pub async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next)
         }
     }
     let source = source_of(&parts, &state.config);
-    if let Err(e) = account::record_csrf_denial(&state, &source, &cookie, parts.method.as_str(), parts.uri.path()).await
-    {
+    let (method, path) = (parts.method.as_str(), parts.uri.path());
+    if let Err(e) = account::record_csrf_denial(&state, &source, &cookie, method, path, "token").await {
         return e.into_response();
     }
     AppError::forbidden("Missing or invalid CSRF token").into_response()

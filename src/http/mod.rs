@@ -8,6 +8,7 @@
 pub mod client;
 pub mod error;
 pub mod guard;
+pub mod input;
 pub mod json;
 pub mod middleware;
 pub mod params;
@@ -18,19 +19,16 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Request, State},
-    http::HeaderName,
     middleware::from_fn_with_state,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::{catch_panic::CatchPanicLayer, request_id::PropagateRequestIdLayer, trace::TraceLayer};
 
-use crate::{auth, auth::password::Passwords, clock::Clock, config::Config, db::Database, files::Vault};
+use crate::{
+    audit::names::LoginNames, auth, auth::password::Passwords, clock::Clock, config::Config, db::Database, files::Vault,
+};
 use error::AppError;
 pub use guard::{Access, RouteRule, Routes};
 
@@ -42,6 +40,18 @@ pub struct AppState {
     pub passwords: Passwords,
     pub clock: Arc<dyn Clock>,
     pub files: Arc<Vault>,
+    /// Keyed hashes of names typed at login that match no account.
+    pub login_names: LoginNames,
+}
+
+impl AppState {
+    /// The state of a server on `db`: opens the file vault (master key and
+    /// storage) and the password hasher, and derives the keys the log needs.
+    pub async fn new(db: Database, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+        let files = Vault::open(&config)?;
+        let login_names = LoginNames::new(&files.master.derive(crate::audit::names::PURPOSE));
+        Ok(AppState { db, config: Arc::new(config), passwords: Passwords::new().await?, clock, files, login_names })
+    }
 }
 
 /// JSON bodies are small; file uploads stream under `FORTIFILE_MAX_UPLOAD_BYTES`.
@@ -133,7 +143,6 @@ pub fn route_table(state: AppState) -> Vec<RouteRule> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
     let (routes, _) = routes(state.clone()).into_parts();
     routes
         .fallback(crate::web::not_found)
@@ -142,13 +151,13 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("a handler panicked")).into_response()))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             // The path only: query strings are never logged.
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
         }))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(from_fn_with_state(state.clone(), middleware::request_id))
         .with_state(state)
 }
 

@@ -1,17 +1,20 @@
-//! Path and query extractors whose rejections are [`AppError`]s.
+//! Path, query and form extractors whose rejections are [`AppError`]s.
 //!
-//! A path parameter that does not parse (say, an id that is not a UUID) names no
-//! object, so it answers 404 like an unknown id. A bad query string answers 422.
+//! A path parameter that holds NUL answers 422 (see [`super::input`]); one that
+//! does not parse otherwise (say, an id that is not a UUID) names no object, so
+//! it answers 404 like an unknown id. A bad query string or form answers 422
+//! naming the field.
 
 use axum::{
-    extract::{FromRequestParts, Path, Query},
-    http::request::Parts,
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request},
+    http::{StatusCode, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::error::AppError;
+use super::{error::AppError, input};
 
 pub struct ApiPath<T>(pub T);
 
@@ -23,6 +26,11 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Ok(raw) = RawPathParams::from_request_parts(parts, state).await {
+            for (name, value) in &raw {
+                input::refuse_nul(name, value)?;
+            }
+        }
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(ApiPath(v)),
             Err(_) => Err(AppError::NotFound),
@@ -39,11 +47,40 @@ where
 {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(v)) => Ok(ApiQuery(v)),
-            Err(e) => Err(AppError::invalid("query", e.body_text())),
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        input::from_pairs(query.as_bytes(), "query").map(ApiQuery)
+    }
+}
+
+/// A URL-encoded form body (`application/x-www-form-urlencoded`), as the
+/// pages' forms post it.
+pub struct ApiForm<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiForm<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(AppError::BadRequest("Expected a form (application/x-www-form-urlencoded)".into()));
         }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge
+            } else {
+                AppError::BadRequest("Unreadable request body".into())
+            }
+        })?;
+        input::from_pairs(&bytes, "form").map(ApiForm)
     }
 }
 

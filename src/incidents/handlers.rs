@@ -1,7 +1,7 @@
 //! HTTP handlers for incidents: parse, call the capability, shape the answer.
 
 use axum::{
-    Form, Json,
+    Json,
     extract::{FromRequest, Request, State},
     http::header,
     response::IntoResponse,
@@ -16,9 +16,8 @@ use crate::{
     http::{
         AppState,
         client::ClientSource,
-        error::AppError,
         json::ApiJson,
-        params::{ApiPath, ApiQuery},
+        params::{ApiForm, ApiPath, ApiQuery},
         reply::{Answer, created, ok},
     },
 };
@@ -36,9 +35,7 @@ pub async fn create(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if is_form {
-        let Form(form) = Form::<admin::incidents::IncidentForm>::from_request(req, &s)
-            .await
-            .map_err(|_| AppError::invalid("title", "give a title and a severity"))?;
+        let ApiForm(form) = ApiForm::<admin::incidents::IncidentForm>::from_request(req, &s).await?;
         return Ok(admin::incidents::create_from_form(&s, &permit, &src, form).await);
     }
     let ApiJson(input) = ApiJson::<NewIncident>::from_request(req, &s).await?;
@@ -55,8 +52,13 @@ pub async fn update(
     ok("incident", super::update(&s, &permit, &src, id, input).await?)
 }
 
-pub async fn get(State(s): State<AppState>, permit: Permit, ApiPath(id): ApiPath<Uuid>) -> Answer {
-    ok("incident", super::get(&s, &permit, id).await?)
+pub async fn get(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    ok("incident", super::get(&s, &permit, &src, id).await?)
 }
 
 pub async fn list(State(s): State<AppState>, permit: Permit, ApiQuery(q): ApiQuery<ListQuery>) -> Answer {

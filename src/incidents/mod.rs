@@ -3,6 +3,15 @@
 //! linked to the audit entry that prompted them. Each change writes its audit
 //! row (`incident.create`, `incident.update` with before and after) in the same
 //! transaction.
+//!
+//! The `incident.manage` grant's scope decides which incidents it covers:
+//! `own` the ones the holder opened, `department` also those opened by people
+//! of the holder's department, `tenant` all. Outside it an incident is refused
+//! (403, `rbac.denied`) and absent from lists. An incident may point at an audit
+//! entry, but showing or linking one needs `admin.view_logs`: without it, any
+//! entry is "no such audit log entry", so nobody can probe the log through
+//! incidents, and a shown entry is redacted for the reader's clearance like
+//! everywhere else.
 
 pub mod handlers;
 
@@ -13,7 +22,7 @@ use uuid::Uuid;
 
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
-    authz::Permit,
+    authz::{self, INSUFFICIENT, Permission, Permit, Scope},
     db::TenantTx,
     directory::clean_name,
     http::{AppState, error::AppError},
@@ -36,14 +45,56 @@ pub struct IncidentView {
     pub title: String,
     pub description: String,
     pub related_audit_log_id: Option<Uuid>,
+    /// Who opened it and their department now: what the grant's scope is judged on.
+    #[serde(skip)]
+    pub creator_id: Option<Uuid>,
+    #[serde(skip)]
+    pub creator_department: Option<Uuid>,
 }
 
 macro_rules! incident_select {
     () => {
         "SELECT i.id, i.created_at, i.updated_at, u.username AS created_by, i.status, i.severity, i.title, \
-                i.description, i.related_audit_log_id \
+                i.description, i.related_audit_log_id, u.id AS creator_id, u.department_id AS creator_department \
          FROM incidents i LEFT JOIN users u ON u.id = i.created_by "
     };
+}
+
+/// Whether the permit's `incident.manage` scope covers `incident`. An incident
+/// whose creator is gone is covered by tenant scope only.
+fn covers(permit: &Permit, incident: &IncidentView) -> bool {
+    match (incident.creator_id, incident.creator_department) {
+        (Some(creator), Some(department)) => permit.covers(creator, department),
+        _ => permit.scope() == Scope::Tenant,
+    }
+}
+
+/// Whether the caller may see or link audit entries.
+pub fn sees_the_log(permit: &Permit) -> bool {
+    permit.subject().holds(Permission::AdminViewLogs)
+}
+
+/// The incident `id` in `tx` (locked with `lock`): 404 when it does not exist,
+/// 403 and `rbac.denied` when the grant's scope does not cover it.
+pub async fn in_scope(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: &mut TenantTx,
+    id: Uuid,
+    lock: bool,
+) -> Result<IncidentView, AppError> {
+    let sql = if lock {
+        concat!(incident_select!(), "WHERE i.id = $1 FOR UPDATE OF i")
+    } else {
+        concat!(incident_select!(), "WHERE i.id = $1")
+    };
+    let view: IncidentView = sqlx::query_as(sql).bind(id).fetch_optional(tx.conn()).await?.ok_or(AppError::NotFound)?;
+    if covers(permit, &view) {
+        return Ok(view);
+    }
+    let denial = permit.deny("outside_scope", INSUFFICIENT).target("incident", id);
+    Err(authz::refuse(&state.db, permit, source, denial).await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,11 +144,13 @@ pub async fn create(
     let now = state.clock.now();
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     if let Some(entry) = input.related_audit_log_id {
-        // Row-level security hides other tenants' entries: they are "unknown" too.
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_logs WHERE id = $1)")
-            .bind(entry)
-            .fetch_one(tx.conn())
-            .await?;
+        // Row-level security hides other tenants' entries, and without
+        // admin.view_logs every entry is hidden: all are equally "unknown".
+        let exists = sees_the_log(permit)
+            && sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_logs WHERE id = $1)")
+                .bind(entry)
+                .fetch_one(tx.conn())
+                .await?;
         if !exists {
             return Err(AppError::invalid("relatedAuditLogId", "no such audit log entry"));
         }
@@ -142,12 +195,8 @@ pub async fn update(
     let status = input.status.as_deref().map(|s| one_of("status", s, STATUSES)).transpose()?;
     let severity = input.severity.as_deref().map(|s| one_of("severity", s, SEVERITIES)).transpose()?;
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let before: Option<(String, String)> =
-        sqlx::query_as("SELECT status, severity FROM incidents WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await?;
-    let (old_status, old_severity) = before.ok_or(AppError::NotFound)?;
+    let before = in_scope(state, permit, source, &mut tx, id, true).await?;
+    let (old_status, old_severity) = (before.status, before.severity);
     let mut changes = Map::new();
     for (field, old, new) in [("status", &old_status, &status), ("severity", &old_severity, &severity)] {
         if let Some(new) = new
@@ -181,9 +230,9 @@ pub async fn load(tx: &mut TenantTx, id: Uuid) -> Result<Option<IncidentView>, s
     sqlx::query_as(concat!(incident_select!(), "WHERE i.id = $1")).bind(id).fetch_optional(tx.conn()).await
 }
 
-pub async fn get(state: &AppState, permit: &Permit, id: Uuid) -> Result<IncidentView, AppError> {
+pub async fn get(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<IncidentView, AppError> {
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let view = load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
+    let view = in_scope(state, permit, source, &mut tx, id, false).await?;
     tx.commit().await?;
     Ok(view)
 }
@@ -198,7 +247,8 @@ pub struct ListQuery {
     pub after: Option<String>,
 }
 
-/// Incidents newest first, filtered by status and severity, one page at a time.
+/// Incidents newest first, filtered by status and severity, one page at a time,
+/// within the grant's scope.
 pub async fn list(
     state: &AppState,
     permit: &Permit,
@@ -211,11 +261,13 @@ pub async fn list(
         return Err(AppError::invalid("limit", "must be between 1 and 200"));
     }
     let after = query.after.as_deref().map(crate::http::params::parse_cursor).transpose()?;
+    let subject = permit.subject();
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let rows: Vec<IncidentView> = sqlx::query_as(concat!(
         incident_select!(),
         "WHERE ($1::text IS NULL OR i.status = $1) AND ($2::text IS NULL OR i.severity = $2) \
            AND ($3::timestamptz IS NULL OR (i.created_at, i.id) < ($3, $4)) \
+           AND ($6 = 'tenant' OR i.created_by = $7 OR ($6 = 'department' AND u.department_id = $8)) \
          ORDER BY i.created_at DESC, i.id DESC LIMIT $5"
     ))
     .bind(status)
@@ -223,6 +275,9 @@ pub async fn list(
     .bind(after.map(|(at, _)| at))
     .bind(after.map(|(_, id)| id))
     .bind(limit + 1)
+    .bind(permit.scope().as_str())
+    .bind(subject.user_id)
+    .bind(subject.department_id)
     .fetch_all(tx.conn())
     .await?;
     tx.commit().await?;

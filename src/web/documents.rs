@@ -6,8 +6,8 @@
 
 use askama::Template;
 use axum::{
-    Form, Json,
-    extract::{Multipart, Query, State, multipart::MultipartRejection},
+    Json,
+    extract::{Multipart, State, multipart::MultipartRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
 };
@@ -21,7 +21,12 @@ use crate::{
     auth::Authenticated,
     authz::{Permission, Permit, Scope},
     files::{FileView, catalog::ListQuery, manage, shares, upload},
-    http::{AppState, client::ClientSource, error::AppError, params::ApiPath},
+    http::{
+        AppState,
+        client::ClientSource,
+        error::AppError,
+        params::{ApiForm, ApiPath, ApiQuery},
+    },
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,7 +122,7 @@ pub async fn page(
     State(state): State<AppState>,
     who: Authenticated,
     permit: Permit,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, AppError> {
     let subject = permit.subject();
     let list = ListQuery {
@@ -145,12 +150,16 @@ pub async fn page(
         vec![own_department.clone()]
     };
     let now = state.clock.now();
+    // The shares this user gave, of documents their clearance still covers
+    // (a name is as classified as its document).
     let given: Vec<(Uuid, Uuid, String, String, Option<OffsetDateTime>)> = sqlx::query_as(
         "SELECT s.id, s.file_id, f.name, r.username, s.expires_at FROM file_shares s \
          JOIN files f ON f.id = s.file_id JOIN users r ON r.id = s.recipient_id \
-         WHERE s.shared_by = $1 ORDER BY s.created_at DESC LIMIT 200",
+         JOIN clearance_levels c ON c.id = f.classification_id \
+         WHERE s.shared_by = $1 AND c.level <= $2 ORDER BY s.created_at DESC LIMIT 200",
     )
     .bind(permit.user_id())
+    .bind(subject.clearance_rank)
     .fetch_all(tx.conn())
     .await?;
     tx.commit().await?;
@@ -230,7 +239,7 @@ pub async fn share(
     ClientSource(source): ClientSource,
     permit: Permit,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<ShareForm>,
+    ApiForm(form): ApiForm<ShareForm>,
 ) -> Response {
     let expires_at = match form.expires.trim() {
         "" => None,

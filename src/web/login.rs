@@ -3,9 +3,8 @@
 
 use askama::Template;
 use axum::{
-    Form,
-    extract::{Query, State, rejection::FormRejection},
-    http::{HeaderMap, StatusCode, header},
+    extract::State,
+    http::{HeaderMap, header},
     response::{IntoResponse, Redirect, Response},
 };
 use secrecy::SecretString;
@@ -18,7 +17,12 @@ use crate::{
         account::{self, LoginInput},
         session,
     },
-    http::{AppState, client::ClientSource, error::AppError},
+    http::{
+        AppState,
+        client::ClientSource,
+        error::AppError,
+        params::{ApiForm, ApiQuery},
+    },
 };
 
 #[derive(Template)]
@@ -35,7 +39,12 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-pub async fn page(State(state): State<AppState>, Query(q): Query<NextQuery>, headers: HeaderMap) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    query: Result<ApiQuery<NextQuery>, AppError>,
+    headers: HeaderMap,
+) -> Response {
+    let q = query.map(|ApiQuery(q)| q).unwrap_or_default();
     let next = safe_next(q.next.as_deref());
     // Already signed in: straight on.
     if session::from_headers(&state.config, &headers).is_some() {
@@ -62,16 +71,19 @@ pub async fn submit(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     headers: HeaderMap,
-    form: Result<Form<LoginForm>, FormRejection>,
+    form: Result<ApiForm<LoginForm>, AppError>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        let page = LoginPage {
-            next: "/".into(),
-            username: String::new(),
-            tenant: String::new(),
-            error: Some("Fill in your username and password".into()),
-        };
-        return render_status(StatusCode::BAD_REQUEST, &page);
+    let form = match form {
+        Ok(ApiForm(form)) => form,
+        Err(e) => {
+            let error = match e {
+                AppError::Invalid { .. } => e.to_string(),
+                _ => "Fill in your username and password".into(),
+            };
+            let page =
+                LoginPage { next: "/".into(), username: String::new(), tenant: String::new(), error: Some(error) };
+            return render_status(e.status(), &page);
+        }
     };
     let next = safe_next(Some(&form.next));
     let input = LoginInput {

@@ -14,11 +14,9 @@ use std::{
 };
 
 use fortifile::{
-    auth::password::Passwords,
     clock::ManualClock,
     config::{Config, StorageSpec},
     db::{Database, embedded::EmbeddedPostgres, seed, setup},
-    files::Vault,
     http::{self, AppState},
 };
 use reqwest::{Client, Response, StatusCode};
@@ -184,14 +182,7 @@ impl TestApp {
         config.storage = StorageSpec::Local(data.join("files"));
         configure(&mut config);
         let clock = ManualClock::new(OffsetDateTime::now_utc());
-        let files = Vault::open(&config).expect("file storage");
-        let state = AppState {
-            db: db.clone(),
-            config: Arc::new(config),
-            passwords: Passwords::new().await.unwrap(),
-            clock: Arc::new(clock.clone()),
-            files,
-        };
+        let state = AppState::new(db.clone(), config, Arc::new(clock.clone())).await.expect("server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(http::serve(listener, state.clone(), std::future::pending()));
