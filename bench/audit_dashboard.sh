@@ -15,29 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v pgbench >/dev/null || { echo "bench: needs pgbench (apt-get install postgresql-client)"; exit 2; }
 rows=${ROWS:-3000000}
-cargo build --release --quiet
-work=$(mktemp -d /tmp/fortifile-bench-XXXXXX); chmod 755 "$work"
-port=18490; base="http://127.0.0.1:$port"
-pw='violet staple orbit lantern'
-export FORTIFILE_DATA_DIR="$work/data" FORTIFILE_BIND="127.0.0.1:$port"
-cleanup() {
-    [ -n "${server:-}" ] && kill -TERM "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-./target/release/fortifile serve > "$work/serve.log" 2>&1 & server=$!
-for _ in $(seq 1 120); do curl -sf "$base/readyz" >/dev/null && break; sleep 0.5; done
-FORTIFILE_ADMIN_PASSWORD="$pw" ./target/release/fortifile create-admin --username bench --email bench@example.org >/dev/null
-
-# The embedded cluster: socket directory and port from its pid file; its
-# superuser is the user it runs as (postgres when we are root).
-pidfile="$FORTIFILE_DATA_DIR/postgres/data/postmaster.pid"
-socket=$(sed -n 5p "$pidfile"); pgport=$(sed -n 4p "$pidfile")
-superuser=$([ "$(id -u)" = 0 ] && echo postgres || id -un)
-sql() { psql -h "$socket" -p "$pgport" -U "$superuser" -d fortifile -v ON_ERROR_STOP=1 -Atq "$@"; }
-tenant=$(sql -c "SELECT id FROM tenants WHERE slug = 'default'")
-admin=$(sql -c "SELECT id FROM users WHERE username = 'bench'")
+. bench/lib.sh
+start_server 18490
 
 echo "filling $rows audit rows (and a 20,000-failure attack)…"
 started=$(date +%s)
@@ -59,20 +38,6 @@ FROM generate_series(1, 20000) g;
 VACUUM (ANALYZE) audit_logs;
 SQL
 echo "filled in $(( $(date +%s) - started ))s"
-
-curl -s -c "$work/jar" -H 'content-type: application/json' \
-    -d "{\"username\":\"bench\",\"password\":\"$pw\"}" "$base/auth/login" >/dev/null
-median() {
-    for _ in 1 2 3 4 5 6 7; do
-        curl -s -m 300 -b "$work/jar" -o "$work/out" -w '%{http_code} %{time_total}\n' "$base$1"
-    done | python3 -c '
-import sys
-runs = [line.split() for line in sys.stdin]
-bad = [code for code, _ in runs if code != "200"]
-times = sorted(float(t) for _, t in runs)
-print(f"{times[3] * 1000:.1f}" if not bad else f"failed ({bad[0]})")'
-}
-report() { printf '%-72s %8s ms\n' "$1" "$2"; }
 
 first=$(median "/api/audit-logs")
 report "GET /api/audit-logs (first page of 100)" "$first"

@@ -1,31 +1,20 @@
 #!/usr/bin/env bash
 # Benchmark: 1 GiB upload and download through FortiFile (release build, embedded
-# PostgreSQL, local storage, encryption on) against nginx serving the same file
-# from disk on the same machine. Prints seconds, the nginx ratio, and the server's
-# peak RSS growth for each direction. Loopback only; bounded (3 runs each).
+# PostgreSQL, local storage, encryption on, the object fsynced before the row
+# commits) against, on the same machine and disk: `dd conv=fsync` writing the
+# same bytes (the upload's floor: nothing can be acknowledged faster than it is
+# durable) and nginx serving the file. Prints seconds, both ratios, and the
+# server's peak RSS growth for each direction. Loopback only; bounded.
 #
 #   bash bench/file_transfer.sh            # needs nginx (apt-get install nginx-light)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v nginx >/dev/null || { echo "bench: needs nginx (apt-get install nginx-light)"; exit 2; }
-cargo build --release --quiet
-work=$(mktemp -d /tmp/fortifile-bench-XXXXXX); chmod 755 "$work"
-port=18480; nport=18481; base="http://127.0.0.1:$port"
-pw='violet staple orbit lantern'
-export FORTIFILE_DATA_DIR="$work/data" FORTIFILE_BIND="127.0.0.1:$port" FORTIFILE_MAX_UPLOAD_BYTES=2147483648
-cleanup() {
-    [ -n "${server:-}" ] && kill -TERM "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
-    nginx -c "$work/nginx.conf" -s stop 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
+export FORTIFILE_MAX_UPLOAD_BYTES=2147483648
+. bench/lib.sh
+nport=18481
 head -c 1073741824 /dev/urandom > "$work/big.bin"
-./target/release/fortifile serve > "$work/serve.log" 2>&1 & server=$!
-for _ in $(seq 1 120); do curl -sf "$base/readyz" >/dev/null && break; sleep 0.5; done
-FORTIFILE_ADMIN_PASSWORD="$pw" ./target/release/fortifile create-admin --username bench --email bench@example.org >/dev/null
-csrf=$(curl -s -c "$work/jar" -H 'content-type: application/json' \
-    -d "{\"username\":\"bench\",\"password\":\"$pw\"}" "$base/auth/login" | sed 's/.*"csrfToken":"\([^"]*\)".*/\1/')
+start_server 18480
 rss() { grep "$1" /proc/$server/status | awk '{print $2}'; }
 
 echo 5 > /proc/$server/clear_refs; before=$(rss VmRSS)
@@ -54,7 +43,20 @@ for _ in 1 2 3; do
     best_ng=$(python3 -c "print(min($best_ng, $t))")
 done
 
+# The upload's baseline: the same bytes written to the same disk and fsynced.
+dd_secs=$(python3 - "$work" <<'PY'
+import subprocess, sys, time
+work = sys.argv[1]
+started = time.monotonic()
+subprocess.run(["dd", f"if={work}/big.bin", f"of={work}/data/dd.bin", "bs=1M", "conv=fsync", "status=none"], check=True)
+print(f"{time.monotonic() - started:.3f}")
+PY
+)
+rm -f "$work/data/dd.bin"
+
 echo "upload 1 GiB:   ${up}s, server peak RSS +${up_growth} MiB"
+echo "dd conv=fsync:  ${dd_secs}s (the same bytes to the same disk)"
+python3 -c "print(f'upload / dd conv=fsync ratio: {$up / $dd_secs:.2f}')"
 echo "download 1 GiB: ${best_ff}s (best of 3), server peak RSS +${down_growth} MiB"
 echo "nginx 1 GiB:    ${best_ng}s (best of 3, sendfile off)"
 python3 -c "print(f'download / nginx ratio: {$best_ff / $best_ng:.2f}')"
