@@ -11,6 +11,11 @@
 
 use std::fmt::Display;
 
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+    http::StatusCode,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -18,6 +23,17 @@ use super::error::AppError;
 
 /// The message for text that holds a NUL character.
 pub const NUL_MESSAGE: &str = "must not contain NUL characters";
+
+/// The whole body, within the router's body limit (413 past it).
+pub async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, AppError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge
+        } else {
+            AppError::BadRequest("Unreadable request body".into())
+        }
+    })
+}
 
 /// Refuses `text` (a field called `field`) if it holds NUL.
 pub fn refuse_nul(field: &str, text: &str) -> Result<(), AppError> {

@@ -5,9 +5,8 @@
 //! [`super::input`]).
 
 use axum::{
-    body::Bytes,
     extract::{FromRequest, Request},
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -28,13 +27,7 @@ where
         if !is_json(req.headers()) {
             return Err(AppError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge
-            } else {
-                AppError::BadRequest("Unreadable request body".into())
-            }
-        })?;
+        let bytes = input::body(req, state).await?;
         parse(&bytes).map(ApiJson)
     }
 }

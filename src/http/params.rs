@@ -6,9 +6,8 @@
 //! naming the field.
 
 use axum::{
-    body::Bytes,
     extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request},
-    http::{StatusCode, header, request::Parts},
+    http::{header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -73,13 +72,7 @@ where
         if !is_form {
             return Err(AppError::BadRequest("Expected a form (application/x-www-form-urlencoded)".into()));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge
-            } else {
-                AppError::BadRequest("Unreadable request body".into())
-            }
-        })?;
+        let bytes = input::body(req, state).await?;
         input::from_pairs(&bytes, "form").map(ApiForm)
     }
 }
