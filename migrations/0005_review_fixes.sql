@@ -19,7 +19,8 @@ ALTER TABLE audit_logs ADD COLUMN classification_rank integer
 -- and on again in the same transaction; nothing but the new column changes.
 -- The rank is the one the entry itself recorded (mac.denied), else the highest
 -- of the levels it names (a classification, or before/after of a change), else
--- the document's current level.
+-- the document's current level. Every lookup names the tenant itself: the
+-- owner may be a superuser, whom row-level security does not bind.
 ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_append_only;
 DO $$
 DECLARE
@@ -32,11 +33,11 @@ BEGIN
                  CASE WHEN a.details->>'classificationLevel' ~ '^[0-9]{1,3}$'
                       THEN (a.details->>'classificationLevel')::integer END,
                  (SELECT max(c.level) FROM clearance_levels c
-                   WHERE lower(c.name) IN (lower(a.details->>'classification'), lower(a.details->>'before'),
+                   WHERE c.tenant_id = a.tenant_id AND lower(c.name) IN (lower(a.details->>'classification'), lower(a.details->>'before'),
                                            lower(a.details->>'after'))),
                  (SELECT c.level FROM files f JOIN clearance_levels c ON c.id = f.classification_id
-                   WHERE f.id::text = a.target_id))
-         WHERE a.target_type = 'file';
+                   WHERE f.tenant_id = a.tenant_id AND f.id::text = a.target_id))
+         WHERE a.tenant_id = t AND a.target_type = 'file';
     END LOOP;
     PERFORM set_config('app.tenant_id', '', true);
 END

@@ -119,6 +119,10 @@ async fn without_admin_view_logs_incidents_neither_show_nor_link_nor_probe_audit
     assert_eq!(status, StatusCode::OK);
     assert_hidden("an incident's related entry", &detail, &sha);
     assert!(!detail.contains(&id.to_string()));
+    let (_, api) = handler.get(&format!("/api/incidents/{linked}")).await;
+    assert_eq!(api["incident"]["relatedAuditLogId"], Value::Null, "not even which entry: {api}");
+    let (_, api) = admin.get(&format!("/api/incidents/{linked}")).await;
+    assert_eq!(api["incident"]["relatedAuditLogId"], json!(entry.to_string()));
 
     // Linking an entry that exists answers exactly like one that does not.
     let link = |audit: Uuid| json!({ "title": "Probe", "severity": "low", "relatedAuditLogId": audit });

@@ -135,8 +135,8 @@ async fn values_in_the_dashboards_links_are_encoded_so_a_crafted_name_cannot_add
     let admin = app.admin().await;
     let planted = Uuid::new_v4();
     let crafted = format!("a&audit={planted}#?%x");
-    // Five failed logins recorded with the typed name, as entries written
-    // before names were hashed still are.
+    // Five failed logins whose subject holds what a link must not pass on raw
+    // (written directly: the server itself now keeps such names only hashed).
     for minute in 0..5 {
         sqlx::query(
             "INSERT INTO audit_logs (tenant_id, created_at, action, result, ip, details) \
@@ -168,4 +168,37 @@ async fn values_in_the_dashboards_links_are_encoded_so_a_crafted_name_cannot_add
     }
     let (_, page) = html(&staff, "/?name=q%26after%3D1%23").await;
     assert!(page.contains("name=q%26after%3D1%23&amp;"), "the next-page link keeps the filter encoded");
+}
+
+#[tokio::test]
+async fn names_typed_at_failed_logins_before_they_were_hashed_are_rewritten_at_start_up() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let typed = "Legacy-Secret-Passw0rd";
+    for _ in 0..5 {
+        sqlx::query(
+            "INSERT INTO audit_logs (tenant_id, action, result, ip, details) VALUES ($1, 'auth.login', 'fail', \
+             '10.2.2.2', jsonb_build_object('reason', 'unknown_user', 'username', $2::text))",
+        )
+        .bind(app.default_tenant)
+        .bind(typed)
+        .execute(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    }
+    let names = &app.state.login_names;
+    assert_eq!(fortifile::audit::names::hash_legacy_names(&app.owner, names).await.unwrap(), 5);
+    assert_eq!(fortifile::audit::names::hash_legacy_names(&app.owner, names).await.unwrap(), 0, "once only");
+    let everything: String = sqlx::query_scalar("SELECT string_agg(t::text, ' ') FROM audit_logs t")
+        .fetch_one(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    assert!(!everything.to_lowercase().contains("legacy-secret"), "no trace of the typed text is left");
+    let query = url::form_urlencoded::Serializer::new(String::new()).append_pair("username", typed).finish();
+    let (_, found) = admin.get(&format!("/api/audit-logs?{query}")).await;
+    assert_eq!(found["logs"].as_array().unwrap().len(), 5, "still found by what was typed: {found}");
+    assert_eq!(found["logs"][0]["details"]["usernameLength"], typed.len());
+    // The log is append-only again.
+    let update = sqlx::query("UPDATE audit_logs SET result = 'success'").execute(&mut app.owner_conn().await).await;
+    assert!(update.is_err());
 }

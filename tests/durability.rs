@@ -26,7 +26,10 @@ fn serve(app: &TestApp, port: u16, trace: Option<&Path>) -> Child {
     let mut cmd = match trace {
         Some(log) => {
             let mut c = Command::new("strace");
-            c.args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync", "-o"]).arg(log).arg(bin);
+            // The fsyncs, and what the server writes (its statements to PostgreSQL
+            // among them), in the order they happened.
+            c.args(["-f", "-y", "-qq", "-s", "128", "-e", "trace=fsync,fdatasync,write,writev,sendto", "-o"]);
+            c.arg(log).arg(bin);
             c
         }
         None => Command::new(bin),
@@ -122,6 +125,13 @@ async fn an_upload_is_acknowledged_only_after_its_object_and_directory_are_fsync
     let staged = log.lines().any(|l| l.contains("fsync(") && l.contains(&format!("<{}#", object.display())));
     assert!(staged || synced(&object), "the object's data was fsynced:\n{log}");
     assert!(synced(&directory), "the object's directory was fsynced after the rename:\n{log}");
+    // ... and both before the row that acknowledges the document is written.
+    let lines: Vec<&str> = log.lines().collect();
+    let position = |test: &dyn Fn(&str) -> bool| lines.iter().position(|l| test(l));
+    let dir_synced = position(&|l| l.contains("fsync(") && l.contains(&format!("<{}>)", directory.display())));
+    let row_written = position(&|l| l.contains("INSERT INTO files"));
+    assert!(row_written.is_some(), "the server's statements are visible in the trace");
+    assert!(dir_synced < row_written, "fsync at {dir_synced:?}, the files row at {row_written:?}");
 }
 
 #[tokio::test]

@@ -303,3 +303,33 @@ async fn the_sweep_removes_what_an_interrupted_upload_left_after_the_grace_perio
     let staff = app.session("carol").await;
     assert_eq!(staff.download(id).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_upload_whose_in_flight_record_a_sweep_already_settled_is_refused_and_leaves_nothing() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("slow.bin");
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let upload = tokio::spawn(async move { staff.post_form(form).await.map(|r| r.status()) });
+    tx.send(Ok(vec![5u8; 1 << 20])).await.unwrap();
+    // The upload is underway: its record exists. A sweep (of another instance,
+    // say, after a long stall) settles it as a crash would be settled.
+    let mut conn = app.owner_conn().await;
+    let mut settled = 0;
+    for _ in 0..200 {
+        settled = sqlx::query("DELETE FROM pending_objects").execute(&mut conn).await.unwrap().rows_affected();
+        if settled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(settled, 1, "the upload recorded its object before storing it");
+    tx.send(Ok(vec![6u8; 1 << 20])).await.unwrap();
+    drop(tx);
+    let status = upload.await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "never acknowledged");
+    assert_eq!(file_rows(&app).await, 0);
+    assert!(objects(&app).is_empty(), "{:?}", objects(&app));
+}

@@ -71,11 +71,13 @@ async fn mac_allows_exactly_when_clearance_dominates_classification_for_every_op
                 let rows = app.audit("mac.denied").await;
                 let what = format!("share {class} by {clearance} to {recipient_clearance}");
                 if allowed && recipient_rank >= *rank {
-                    // 409: a colleague already shared this file with that recipient, and
-                    // that share is theirs to change; MAC allowed it either way.
-                    let passed = [StatusCode::CREATED, StatusCode::OK, StatusCode::CONFLICT].contains(&status);
-                    assert!(passed, "{what}: {status} {body}");
+                    assert_eq!(status, StatusCode::CREATED, "{what}: {body}");
                     assert_eq!(rows.len(), before, "{what}");
+                    // Revoked again, so the next sharer's share is a new one of their own
+                    // (a share someone else gave is not theirs to change).
+                    let share = body["share"]["id"].as_str().unwrap();
+                    let (status, _) = user.delete(&format!("/api/files/{id}/shares/{share}")).await;
+                    assert_eq!(status, StatusCode::NO_CONTENT, "{what}: revoke");
                 } else {
                     assert_eq!(status, StatusCode::FORBIDDEN, "{what}");
                     assert_eq!(rows.len(), before + 1, "{what}");

@@ -58,7 +58,9 @@ async fn a_share_someone_else_gave_is_theirs_to_change() {
     assert_eq!(status, StatusCode::CREATED);
 
     let (status, body) = erin.post(&format!("/api/files/{id}/shares"), json!({ "username": "dave" })).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let denied = app.audit("rbac.denied").await;
+    assert_eq!(denied.last().unwrap().details["reason"], "share_given_by_another");
     let (_, shares) = carol.get(&format!("/api/files/{id}/shares")).await;
     let share = &shares["shares"][0];
     assert_eq!((share["sharedBy"].clone(), share["expiresAt"].is_string()), (json!("carol"), true), "{share}");

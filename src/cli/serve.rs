@@ -6,6 +6,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
+    audit,
     auth::{account, throttle},
     clock::SystemClock,
     config::Config,
@@ -26,6 +27,13 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
     tracing::info!(%report, "default data checked");
 
     let state = AppState::new(db.clone(), config.clone(), Arc::new(SystemClock)).await?;
+    let rewritten = audit::names::hash_legacy_names(&target.owner, &state.login_names).await?;
+    if rewritten > 0 {
+        tracing::info!(
+            entries = rewritten,
+            "names typed at failed logins in older audit entries replaced by keyed hashes"
+        );
+    }
     let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("FORTIFILE_BIND: cannot listen on {}", config.bind))?;

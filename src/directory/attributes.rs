@@ -249,6 +249,8 @@ pub async fn update_clearance(
 ) -> Result<ClearanceView, AppError> {
     let outcome = async {
         let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        // Ranks are authority: edits of levels serialize with every other change of it.
+        super::lock_administration(&mut tx).await?;
         let before: ClearanceView =
             sqlx::query_as(CLEARANCE_SELECT).bind(id).fetch_optional(tx.conn()).await?.ok_or(AppError::NotFound)?;
         let name = match &input.name {

@@ -12,7 +12,6 @@ use crate::{
     http::{
         AppState,
         client::ClientSource,
-        error::AppError,
         json::ApiJson,
         params::{ApiPath, ApiQuery},
         reply::{Answer, created, no_content, ok},
@@ -94,7 +93,7 @@ pub async fn approve_user(
     let input = if body.iter().all(u8::is_ascii_whitespace) {
         membership::Approve::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| AppError::invalid("body", e.to_string()))?
+        crate::http::json::parse(&body)?
     };
     ok("user", membership::approve(&s, &permit, &src, id, input).await?)
 }

@@ -14,7 +14,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{db::TenantTx, http::AppState};
+use crate::{
+    db::TenantTx,
+    http::{AppState, error::AppError},
+};
 
 /// What an in-flight record is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +59,39 @@ pub async fn begin_upload(state: &AppState, tenant: Uuid, actor: Uuid, key: &str
 }
 
 /// The object `key` is settled (its row committed, or the object removed).
-pub async fn settle(tx: &mut TenantTx, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM pending_objects WHERE object_key = $1").bind(key).execute(tx.conn()).await.map(|_| ())
+/// True when this call removed the record: false means another transaction
+/// (the sweep) settled it first.
+pub async fn settle(tx: &mut TenantTx, key: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM pending_objects WHERE object_key = $1").bind(key).execute(tx.conn()).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Claims an upload's record for the transaction that will insert its row:
+/// deleting it first waits for a sweep that holds it, and finds it gone if
+/// that sweep removed the object, so no row can point at a swept object.
+pub async fn claim_upload(tx: &mut TenantTx, key: &str) -> Result<(), AppError> {
+    if settle(tx, key).await? {
+        return Ok(());
+    }
+    Err(outlived())
+}
+
+/// Renews an upload's record once its object is complete, so that the sweep
+/// does not take a finished object for a crashed one, however long the upload
+/// took. Fails when the sweep already settled the record.
+pub async fn renew_upload(state: &AppState, tenant: Uuid, actor: Uuid, key: &str) -> Result<(), AppError> {
+    let mut tx = state.db.tenant_tx(tenant, Some(actor)).await?;
+    let renewed = sqlx::query("UPDATE pending_objects SET since = $2 WHERE object_key = $1")
+        .bind(key)
+        .bind(state.clock.now())
+        .execute(tx.conn())
+        .await?;
+    tx.commit().await?;
+    if renewed.rows_affected() == 1 { Ok(()) } else { Err(outlived()) }
+}
+
+fn outlived() -> AppError {
+    AppError::Internal(anyhow::anyhow!("an upload outlived its in-flight record and its object was swept"))
 }
 
 /// Removes the object `key` (with any local staging parts) and then its record.

@@ -6,7 +6,8 @@
 //! anything about the recipient is looked at, so someone who may not share the
 //! file learns nothing about who exists or who owns it. A share belongs to the
 //! person who gave it: sharing again with the same recipient changes its expiry
-//! only for them; a colleague's share of the same file is theirs to change.
+//! only for them; a colleague's share of the same file is theirs to change (a
+//! refusal, recorded as `rbac.denied`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,8 +18,8 @@ use super::manage::refused;
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     authz::{
-        Permit,
-        files::{self as decide, FileOp, Level},
+        Denial, Permission, Permit,
+        files::{self as decide, FileOp, Level, Refusal},
     },
     db::TenantTx,
     http::{AppState, error::AppError},
@@ -100,9 +101,13 @@ pub async fn create(
     .fetch_optional(tx.conn())
     .await?;
     let Some((share_id, inserted)) = upserted else {
-        return Err(AppError::Conflict(
-            "Someone else already shared this file with that user; only they can change that share".into(),
-        ));
+        let denial = Denial::new(
+            Permission::FileShare,
+            "share_given_by_another",
+            "Someone else already shared this file with that user; only they can change that share",
+        );
+        let refusal = Refusal::Rbac(denial.target("file", file_id).classified(file.facts.classification.rank));
+        return Err(refused(tx, permit, source, refusal).await);
     };
     let entry = Entry::new(Action::FileShare, Outcome::Success)
         .target("file", file_id)

@@ -187,6 +187,10 @@ async fn store(
     sealer.finish(&mut sealed).map_err(anyhow::Error::from)?;
     flush(&mut writer, &mut sealed).await?;
     writer.finish().await?;
+    if let Err(e) = pending::renew_upload(state, permit.tenant_id(), permit.user_id(), &key).await {
+        pending::remove(state, permit.tenant_id(), &key).await;
+        return Err(e);
+    }
     Ok(Stored {
         file_id,
         key,
@@ -215,6 +219,7 @@ async fn record(
     stored: &Stored,
 ) -> Result<FileView, AppError> {
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    pending::claim_upload(&mut tx, &stored.key).await?;
     sqlx::query(
         "INSERT INTO files (id, tenant_id, owner_id, department_id, classification_id, name, size, content_type, \
                             sha256, object_key, key_id, wrapped_key, created_at) \
@@ -247,7 +252,6 @@ async fn record(
         }))
         .classified(placement.classification.rank);
     audit::record(&mut tx, source, entry).await?;
-    pending::settle(&mut tx, &stored.key).await?;
     let view = catalog::view(&mut tx, stored.file_id).await?;
     tx.commit().await?;
     Ok(view)

@@ -60,6 +60,17 @@ macro_rules! incident_select {
     };
 }
 
+impl IncidentView {
+    /// The incident as the caller may see it: which audit entry it points at is
+    /// for holders of `admin.view_logs` only.
+    fn seen_by(mut self, permit: &Permit) -> IncidentView {
+        if !sees_the_log(permit) {
+            self.related_audit_log_id = None;
+        }
+        self
+    }
+}
+
 /// Whether the permit's `incident.manage` scope covers `incident`. An incident
 /// whose creator is gone is covered by tenant scope only.
 fn covers(permit: &Permit, incident: &IncidentView) -> bool {
@@ -178,7 +189,7 @@ pub async fn create(
     audit::record(&mut tx, source, entry).await?;
     let view = load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
     tx.commit().await?;
-    Ok(view)
+    Ok(view.seen_by(permit))
 }
 
 /// Changes status and/or severity; records each changed field's before and after.
@@ -223,7 +234,7 @@ pub async fn update(
     }
     let view = load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
     tx.commit().await?;
-    Ok(view)
+    Ok(view.seen_by(permit))
 }
 
 pub async fn load(tx: &mut TenantTx, id: Uuid) -> Result<Option<IncidentView>, sqlx::Error> {
@@ -234,7 +245,7 @@ pub async fn get(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -
     let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let view = in_scope(state, permit, source, &mut tx, id, false).await?;
     tx.commit().await?;
-    Ok(view)
+    Ok(view.seen_by(permit))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,5 +292,6 @@ pub async fn list(
     .fetch_all(tx.conn())
     .await?;
     tx.commit().await?;
+    let rows = rows.into_iter().map(|i| i.seen_by(permit)).collect();
     Ok(crate::http::params::finish_page(rows, limit, |i| (i.created_at, i.id)))
 }
