@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the module map and the path of a request.
 
 pub mod admin;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod authz;

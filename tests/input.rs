@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Session, TestApp};
-use fortifile::http::route_table;
+use fortifile::app::route_table;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -333,7 +333,7 @@ async fn every_declared_page_answers_with_the_security_headers() {
     let app = TestApp::spawn().await;
     app.create_user("root", "admin", "General", "restricted").await;
     let (client, _) = sign_in(&app, "root").await;
-    let pages: Vec<_> = fortifile::http::route_table(app.state.clone())
+    let pages: Vec<_> = fortifile::app::route_table(app.state.clone())
         .into_iter()
         .filter(|r| r.method == reqwest::Method::GET && (r.html || r.path == "/login"))
         .collect();

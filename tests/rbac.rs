@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use common::{Session, TestApp};
 use fortifile::clock::Clock;
 use fortifile::{
+    app::route_table,
     authz::{self, Permission},
-    http::{Access, route_table},
+    http::Access,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -6,13 +6,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    audit,
+    app, audit,
     auth::{account, throttle},
     clock::SystemClock,
     config::Config,
     db::{DbTarget, seed, setup},
     files,
-    http::{self, AppState},
+    http::AppState,
 };
 
 /// How often partitions are kept ahead, expired sessions swept, and stored
@@ -40,7 +40,7 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
     tracing::info!("FortiFile listening on http://{}", listener.local_addr()?);
 
     let maintenance = tokio::spawn(maintain(state.clone()));
-    let served = http::serve(listener, state, shutdown_signal()).await;
+    let served = app::serve(listener, state, shutdown_signal()).await;
     maintenance.abort();
     db.close().await;
     served.context("serving HTTP")?;

@@ -25,6 +25,9 @@ pub use target::DbTarget;
 /// The role the server runs its queries as (see migrations/0001).
 pub const APP_ROLE: &str = "fortifile_app";
 
+/// The database name inside the embedded cluster.
+pub const EMBEDDED_DATABASE: &str = "fortifile";
+
 /// A tenant in the global registry.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Tenant {

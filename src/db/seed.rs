@@ -250,7 +250,7 @@ async fn apply(tx: &mut TenantTx, preset: &Preset, report: &mut SeedReport) -> a
             continue;
         };
         for (permission, scope) in role.grants()? {
-            crate::directory::roles::insert_grant(tx, role_id, permission, scope).await?;
+            insert_grant(tx, role_id, permission, scope).await?;
         }
         report.roles.push(role.name.clone());
     }
@@ -263,6 +263,27 @@ pub async fn seed_default(owner: &PgConnectOptions, db: &Database) -> anyhow::Re
     let mut report = apply_defaults(db, tenant).await?;
     report.tenant_created = created;
     Ok(report)
+}
+
+/// Grants `permission` at `scope` to `role` (or changes the scope of the grant).
+pub async fn insert_grant(
+    tx: &mut TenantTx,
+    role: Uuid,
+    permission: Permission,
+    scope: Scope,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO role_permissions (tenant_id, role_id, permission_id, scope) \
+         SELECT $1, $2, p.id, $4 FROM permissions p WHERE p.name = $3 \
+         ON CONFLICT (role_id, permission_id) DO UPDATE SET scope = EXCLUDED.scope, granted_at = now()",
+    )
+    .bind(tx.tenant_id())
+    .bind(role)
+    .bind(permission.as_str())
+    .bind(scope.as_str())
+    .execute(tx.conn())
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]

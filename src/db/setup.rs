@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 
-use super::{Database, target::EMBEDDED_DATABASE};
+use super::{Database, EMBEDDED_DATABASE};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
-use super::{APP_ROLE, embedded::EmbeddedPostgres};
+use super::{APP_ROLE, EMBEDDED_DATABASE, embedded::EmbeddedPostgres};
 use crate::config::Config;
 
 /// The database FortiFile's commands talk to.
@@ -19,9 +19,6 @@ pub struct DbTarget {
     /// Set when we use (and may have started) the embedded cluster.
     pub embedded: Option<EmbeddedPostgres>,
 }
-
-/// The database name inside the embedded cluster.
-pub const EMBEDDED_DATABASE: &str = "fortifile";
 
 impl DbTarget {
     /// Resolves the target, starting the embedded cluster if `DATABASE_URL` is unset.

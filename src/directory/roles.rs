@@ -21,7 +21,10 @@ use super::{Attempt, Refused, clean_description, clean_name, conflict_on_duplica
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     authz::{Permission, Permit, Scope, Subject},
-    db::{TenantTx, seed::DEFAULT_ROLE},
+    db::{
+        TenantTx,
+        seed::{DEFAULT_ROLE, insert_grant},
+    },
     http::{AppState, error::AppError},
 };
 
@@ -284,26 +287,6 @@ async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, inpu
     let view = views(&mut tx, state.clock.now(), Some(id)).await?.pop().ok_or(AppError::NotFound)?;
     tx.commit().await?;
     Ok(view)
-}
-
-pub async fn insert_grant(
-    tx: &mut TenantTx,
-    role: Uuid,
-    permission: Permission,
-    scope: Scope,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO role_permissions (tenant_id, role_id, permission_id, scope) \
-         SELECT $1, $2, p.id, $4 FROM permissions p WHERE p.name = $3 \
-         ON CONFLICT (role_id, permission_id) DO UPDATE SET scope = EXCLUDED.scope, granted_at = now()",
-    )
-    .bind(tx.tenant_id())
-    .bind(role)
-    .bind(permission.as_str())
-    .bind(scope.as_str())
-    .execute(tx.conn())
-    .await
-    .map(|_| ())
 }
 
 fn grant_list(grants: &Grants) -> Value {

@@ -14,10 +14,11 @@ use std::{
 };
 
 use fortifile::{
+    app,
     clock::ManualClock,
     config::{Config, StorageSpec},
     db::{Database, embedded::EmbeddedPostgres, seed, setup},
-    http::{self, AppState},
+    http::AppState,
 };
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -185,7 +186,7 @@ impl TestApp {
         let state = AppState::new(db.clone(), config, Arc::new(clock.clone())).await.expect("server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(http::serve(listener, state.clone(), std::future::pending()));
+        tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
         TestApp {
             base: format!("http://{addr}"),
             addr,

@@ -1,0 +1,151 @@
+//! The application: every route with who may call it, the middleware around
+//! them, and serving. This is the top of the house: it imports every handler,
+//! and nothing below it (handlers, capabilities, `http`) may import it; only
+//! `cli` (and tests) do. `tests/layout.rs` keeps it so.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Request, State},
+    middleware::from_fn_with_state,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::{catch_panic::CatchPanicLayer, request_id::PropagateRequestIdLayer, trace::TraceLayer};
+
+use crate::{
+    auth,
+    http::{AppState, RouteRule, Routes, error::AppError, middleware},
+};
+
+/// JSON bodies are small; file uploads stream under `FORTIFILE_MAX_UPLOAD_BYTES`.
+const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+/// Every route, with who may call it. Read a line as: method, path, rule, handler.
+fn routes(state: AppState) -> Routes {
+    use crate::{
+        admin, audit::handlers as audit, authz::Permission::*, directory::handlers as dir, files::handlers as files,
+        incidents::handlers as incidents, web,
+    };
+    use axum::http::Method as M;
+    Routes::new(state)
+        // Pages for people (HTML; anonymous browsers are sent to /login).
+        .public(M::GET, "/login", web::login::page)
+        .public(M::POST, "/login", web::login::submit)
+        .session(M::POST, "/logout", web::login::logout)
+        .public(M::GET, "/static/app.css", web::stylesheet)
+        .public(M::GET, "/static/upload.js", web::upload_script)
+        .page_guarded(M::GET, "/", FileDownload, web::documents::page)
+        .page_stream(M::POST, "/files", FileUpload, web::documents::upload) // csrf_token in the query
+        .page_guarded(M::POST, "/files/{id}/shares", FileShare, web::documents::share)
+        .page_guarded(M::POST, "/files/{id}/shares/{share_id}/revoke", FileShare, web::documents::revoke)
+        .page_guarded(M::GET, "/admin/users", UsersView, admin::people::users_page)
+        .page_guarded(M::POST, "/admin/users/{id}", UsersEdit, admin::people::update_user)
+        .page_guarded(M::POST, "/admin/users/{id}/approve", UsersEdit, admin::people::approve_user)
+        .page_guarded(M::POST, "/admin/users/{id}/reject", UsersEdit, admin::people::reject_user)
+        .page_guarded(M::GET, "/admin/roles", AdminManageRoles, admin::people::roles_page)
+        .page_guarded(M::POST, "/admin/roles/{id}", AdminManageRoles, admin::people::update_role)
+        .page_guarded(M::GET, "/admin/logs", AdminViewLogs, admin::logs::page)
+        .page_guarded(M::GET, "/admin/incidents", IncidentManage, admin::incidents::list)
+        .page_guarded(M::GET, "/admin/incidents/new", IncidentManage, admin::incidents::new)
+        .page_guarded(M::GET, "/admin/incidents/{id}", IncidentManage, admin::incidents::detail)
+        .page_guarded(M::POST, "/admin/incidents/{id}", IncidentManage, admin::incidents::change)
+        // The JSON API.
+        .public(M::GET, "/healthz", live)
+        .public(M::GET, "/readyz", ready)
+        .public(M::POST, "/auth/register", auth::handlers::register) // FORTIFILE_REGISTRATION
+        .public(M::POST, "/auth/login", auth::handlers::login)
+        .session(M::POST, "/auth/logout", auth::handlers::logout)
+        .session(M::GET, "/me", auth::handlers::me)
+        .guarded(M::GET, "/api/users", UsersView, dir::list_users)
+        .guarded(M::POST, "/api/users", UsersCreate, dir::create_user)
+        .guarded(M::GET, "/api/users/{id}", UsersView, dir::get_user)
+        .guarded(M::PUT, "/api/users/{id}", UsersEdit, dir::update_user)
+        .guarded(M::DELETE, "/api/users/{id}", UsersDelete, dir::delete_user)
+        .guarded(M::POST, "/api/users/{id}/approve", UsersEdit, dir::approve_user)
+        .guarded(M::POST, "/api/users/{id}/reject", UsersEdit, dir::reject_user)
+        .guarded(M::POST, "/api/users/{id}/roles", AdminManageRoles, dir::assign_role)
+        .guarded(M::DELETE, "/api/users/{id}/roles/{role}", AdminManageRoles, dir::revoke_role)
+        .guarded(M::GET, "/api/roles", AdminManageRoles, dir::list_roles)
+        .guarded(M::POST, "/api/roles", AdminManageRoles, dir::create_role)
+        .guarded(M::GET, "/api/roles/{id}", AdminManageRoles, dir::get_role)
+        .guarded(M::PUT, "/api/roles/{id}", AdminManageRoles, dir::update_role)
+        .guarded(M::DELETE, "/api/roles/{id}", AdminManageRoles, dir::delete_role)
+        .guarded(M::GET, "/api/permissions", AdminManageRoles, dir::list_permissions)
+        .guarded(M::GET, "/api/departments", UsersView, dir::list_departments)
+        .guarded(M::POST, "/api/departments", AdminManageRoles, dir::create_department)
+        .guarded(M::PUT, "/api/departments/{id}", AdminManageRoles, dir::update_department)
+        .guarded(M::DELETE, "/api/departments/{id}", AdminManageRoles, dir::delete_department)
+        .guarded(M::GET, "/api/clearance-levels", UsersView, dir::list_clearances)
+        .guarded(M::POST, "/api/clearance-levels", AdminManageRoles, dir::create_clearance)
+        .guarded(M::PUT, "/api/clearance-levels/{id}", AdminManageRoles, dir::update_clearance)
+        .guarded(M::DELETE, "/api/clearance-levels/{id}", AdminManageRoles, dir::delete_clearance)
+        // Documents: every file operation is also decided per file by authz::files (MAC, then scope).
+        .guarded_stream(M::POST, "/api/files", FileUpload, files::upload) // FORTIFILE_MAX_UPLOAD_BYTES
+        .guarded(M::GET, "/api/files", FileDownload, files::list)
+        .guarded(M::GET, "/api/files/{id}", FileDownload, files::get)
+        .guarded(M::GET, "/api/files/{id}/download", FileDownload, files::download)
+        .guarded(M::PATCH, "/api/files/{id}", FileClassify, files::classify)
+        .guarded(M::DELETE, "/api/files/{id}", FileDelete, files::delete)
+        .guarded(M::POST, "/api/files/{id}/shares", FileShare, files::share)
+        .guarded(M::GET, "/api/files/{id}/shares", FileShare, files::list_shares)
+        .guarded(M::DELETE, "/api/files/{id}/shares/{share_id}", FileShare, files::unshare)
+        // The security dashboard's data and incident tracking (seed 000 §5, §6).
+        .guarded(M::GET, "/api/audit-logs", AdminViewLogs, audit::list)
+        .guarded(M::GET, "/api/audit-logs/highlights", AdminViewLogs, audit::highlights)
+        .guarded(M::GET, "/api/audit-logs/export.csv", AdminViewLogs, audit::export_csv)
+        .guarded(M::GET, "/api/audit-logs/export.jsonl", AdminViewLogs, audit::export_jsonl)
+        .guarded(M::POST, "/admin/incidents", IncidentManage, incidents::create) // JSON, or the page's form
+        .guarded(M::PATCH, "/admin/incidents/{id}", IncidentManage, incidents::update)
+        .guarded(M::GET, "/api/incidents", IncidentManage, incidents::list)
+        .guarded(M::GET, "/api/incidents/{id}", IncidentManage, incidents::get)
+}
+
+/// The declared routes, as data (for tests and documentation).
+pub fn route_table(state: AppState) -> Vec<RouteRule> {
+    routes(state).into_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = routes(state.clone()).into_parts();
+    routes
+        .fallback(crate::web::not_found)
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(from_fn_with_state(state.clone(), middleware::csrf_guard))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(from_fn_with_state(state.clone(), middleware::security_headers))
+        .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("a handler panicked")).into_response()))
+        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            // The path only: query strings are never logged.
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(from_fn_with_state(state.clone(), middleware::request_id))
+        .with_state(state)
+}
+
+/// `GET /healthz`: the process is alive.
+async fn live() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: the database answers.
+async fn ready(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(3), state.db.ping()).await {
+        Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
+        _ => AppError::Unavailable.into_response(),
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves; in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
