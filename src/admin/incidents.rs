@@ -17,25 +17,19 @@ use crate::{
         Source,
         query::{self, LogView},
     },
-    auth::Authenticated,
+    auth::{Authenticated, Me},
     authz::Permit,
     db::TenantTx,
     http::{
         AppState,
         client::ClientSource,
         error::AppError,
+        guard::Tx,
         params::{ApiForm, ApiPath, ApiQuery},
     },
     incidents::{self, IncidentChange, IncidentView, ListQuery, NewIncident, SEVERITIES, STATUSES},
     web::{Nav, render},
 };
-
-async fn nav(state: &AppState, who: &Authenticated, permit: &Permit) -> Result<Nav, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let nav = Nav::load(&mut tx, who, permit.subject()).await?;
-    tx.commit().await?;
-    Ok(nav)
-}
 
 /// The audit entry `id` as the caller may see it: only with `admin.view_logs`,
 /// and redacted for the caller's clearance.
@@ -69,16 +63,18 @@ pub struct ListForm {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
     who: Authenticated,
+    me: Me,
     permit: Permit,
+    Tx(mut tx): Tx,
     ApiQuery(q): ApiQuery<ListForm>,
 ) -> Result<Response, AppError> {
     let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let query =
         ListQuery { status: some(&q.status), severity: some(&q.severity), limit: Some(50), after: some(&q.after) };
-    let (incidents, next) = incidents::list(&state, &permit, query).await?;
-    let nav = nav(&state, &who, &permit).await?;
+    let (incidents, next) = incidents::list(&permit, &mut tx, query).await?;
+    tx.commit().await?;
+    let nav = Nav::new(&me, &who, permit.subject());
     Ok(render(&ListPage {
         nav,
         incidents,
@@ -112,18 +108,18 @@ pub struct NewQuery {
 }
 
 pub async fn new(
-    State(state): State<AppState>,
     who: Authenticated,
+    me: Me,
     permit: Permit,
+    Tx(mut tx): Tx,
     ApiQuery(q): ApiQuery<NewQuery>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let related = match q.audit {
         Some(id) => entry(&mut tx, &permit, id).await?,
         None => None,
     };
-    let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
     tx.commit().await?;
+    let nav = Nav::new(&me, &who, permit.subject());
     let what = match q.highlight.as_str() {
         "failed_logins" => "Repeated failed logins",
         "password_spraying" => "Password spraying",
@@ -151,12 +147,18 @@ pub struct IncidentForm {
 }
 
 /// The creation form's post (the JSON API shares its route and capability).
-pub async fn create_from_form(state: &AppState, permit: &Permit, source: &Source, form: IncidentForm) -> Response {
+pub async fn create_from_form(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: TenantTx,
+    form: IncidentForm,
+) -> Response {
     let related = form.related_audit_log_id.trim();
     let related_audit_log_id = if related.is_empty() { None } else { Uuid::parse_str(related).ok() };
     let input =
         NewIncident { title: form.title, description: form.description, severity: form.severity, related_audit_log_id };
-    match incidents::create(state, permit, source, input).await {
+    match incidents::create(state, permit, source, tx, input).await {
         Ok(incident) => Redirect::to(&format!("/admin/incidents/{}", incident.id)).into_response(),
         Err(AppError::Internal(e)) => AppError::Internal(e).into_response(),
         Err(_) => {
@@ -179,20 +181,20 @@ struct DetailPage {
 }
 
 pub async fn detail(
-    State(state): State<AppState>,
     ClientSource(source): ClientSource,
     who: Authenticated,
+    me: Me,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let incident = incidents::in_scope(&state, &permit, &source, &mut tx, id, false).await?;
+    let (mut tx, incident) = incidents::in_scope(&permit, &source, tx, id, false).await?;
     let related = match incident.related_audit_log_id {
         Some(entry_id) => entry(&mut tx, &permit, entry_id).await?,
         None => None,
     };
-    let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
     tx.commit().await?;
+    let nav = Nav::new(&me, &who, permit.subject());
     let activity = related.as_ref().and_then(|r| {
         let rfc = &time::format_description::well_known::Rfc3339;
         let from = (r.created_at - Duration::hours(1)).format(rfc).ok()?;
@@ -222,12 +224,13 @@ pub async fn change(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiForm(form): ApiForm<ChangeForm>,
 ) -> Response {
     let some = |s: String| Some(s).filter(|s| !s.is_empty());
     let change = IncidentChange { status: some(form.status), severity: some(form.severity) };
-    match incidents::update(&state, &permit, &source, id, change).await {
+    match incidents::update(&state, &permit, &source, tx, id, change).await {
         Ok(_) => Redirect::to(&format!("/admin/incidents/{id}")).into_response(),
         Err(e) => e.into_response(),
     }

@@ -14,9 +14,10 @@ use crate::{
         highlights::{self, Highlight},
         query::{self, LogFilter, LogView},
     },
-    auth::Authenticated,
+    auth::{Authenticated, Me},
     authz::Permit,
-    http::{AppState, error::AppError, params::ApiQuery},
+    db::TenantTx,
+    http::{AppState, error::AppError, guard::Tx, params::ApiQuery},
     web::{Nav, render},
 };
 
@@ -111,7 +112,9 @@ impl LogsPage {
 pub async fn page(
     State(state): State<AppState>,
     who: Authenticated,
+    me: Me,
     permit: Permit,
+    Tx(mut tx): Tx,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, AppError> {
     let filter = LogFilter {
@@ -125,19 +128,18 @@ pub async fn page(
         limit: Some(50),
         after: some(&q.after),
     };
-    let (logs, next) = query::list(&state, &permit, &filter).await?;
+    let (logs, next) = query::list(&state, &permit, &mut tx, &filter).await?;
     // Audit rows are timestamped by the database, so "now" is the database's.
     let to = match filter.to {
         Some(to) => to,
-        None => state.db.now().await?,
+        None => tx.now().await?,
     };
     let from = filter.from.unwrap_or(to - Duration::days(1));
     let range = highlights::Range { from: Some(from), to: Some(to) };
-    let highlights = highlights::find(&state, &permit, &range).await?;
-    let chart = chart(&state, &permit, &filter, from, to).await?;
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
+    let highlights = highlights::find(&state, &mut tx, &range).await?;
+    let chart = chart(&mut tx, &filter, from, to).await?;
     tx.commit().await?;
+    let nav = Nav::new(&me, &who, permit.subject());
     let filter_query = LogFilter { limit: None, after: None, ..filter }.to_query();
     Ok(render(&LogsPage { nav, logs, next, highlights, chart, q, filter_query }))
 }
@@ -145,16 +147,13 @@ pub async fn page(
 /// Successes and failures per hour (per day past three days) in the range,
 /// with the page's other filters.
 async fn chart(
-    state: &AppState,
-    permit: &Permit,
+    tx: &mut TenantTx,
     filter: &LogFilter,
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Chart, AppError> {
     let daily = to - from > Duration::days(3);
     let unit = if daily { "day" } else { "hour" };
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    tx.for_log_reading(state.config.dashboard_timeout).await?;
     let rows: Vec<(OffsetDateTime, i64, i64)> = sqlx::query_as(
         "SELECT date_trunc($1, a.created_at, 'UTC') AS bucket, \
                 count(*) FILTER (WHERE a.result = 'success'), count(*) FILTER (WHERE a.result = 'fail') \
@@ -172,7 +171,6 @@ async fn chart(
     .bind(filter.result.as_deref())
     .fetch_all(tx.conn())
     .await?;
-    tx.commit().await?;
     let step = if daily { Duration::days(1) } else { Duration::hours(1) };
     let truncate = |at: OffsetDateTime| {
         let at = at.replace_nanosecond(0).unwrap_or(at).replace_second(0).unwrap_or(at).replace_minute(0).unwrap_or(at);

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::{
-    auth::{Authenticated, user::UserView},
+    auth::{Authenticated, Me, user::UserView},
     authz::{Permission, Permit},
     directory::{
         membership::{self, Approve},
@@ -24,6 +24,7 @@ use crate::{
         AppState,
         client::ClientSource,
         error::AppError,
+        guard::Tx,
         params::{ApiForm, ApiPath, ApiQuery},
     },
     web::{Nav, render},
@@ -94,14 +95,15 @@ pub struct UsersQuery {
 pub async fn users_page(
     State(state): State<AppState>,
     who: Authenticated,
+    me: Me,
     permit: Permit,
+    Tx(mut tx): Tx,
     ApiQuery(q): ApiQuery<UsersQuery>,
 ) -> Result<Response, AppError> {
     let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let query = ListQuery { status: some(&q.status), after: some(&q.after), limit: Some(50) };
-    let (users, next) = users::list(&state, &permit, query).await?;
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
+    let (users, next) = users::list(&state, &permit, &mut tx, query).await?;
+    let nav = Nav::new(&me, &who, permit.subject());
     let roles = sqlx::query_scalar("SELECT name FROM roles ORDER BY lower(name)").fetch_all(tx.conn()).await?;
     let departments =
         sqlx::query_scalar("SELECT name FROM departments ORDER BY lower(name)").fetch_all(tx.conn()).await?;
@@ -141,6 +143,7 @@ pub async fn update_user(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiForm(form): ApiForm<UserForm>,
 ) -> Response {
@@ -154,7 +157,7 @@ pub async fn update_user(
         clearance_level: changed(form.clearance_level, &form.current_clearance_level),
         status: changed(form.status, &form.current_status),
     };
-    let result = users::update(&state, &permit, &source, id, input).await.map(|_| ());
+    let result = users::update(&state, &permit, &source, tx, id, input).await.map(|_| ());
     outcome("/admin/users", result)
 }
 
@@ -168,11 +171,12 @@ pub async fn approve_user(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiForm(form): ApiForm<ApproveForm>,
 ) -> Response {
     let input = Approve { role: Some(form.role).filter(|r| !r.is_empty()) };
-    let result = membership::approve(&state, &permit, &source, id, input).await.map(|_| ());
+    let result = membership::approve(&state, &permit, &source, tx, id, input).await.map(|_| ());
     outcome("/admin/users", result)
 }
 
@@ -180,9 +184,10 @@ pub async fn reject_user(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Response {
-    outcome("/admin/users", membership::reject(&state, &permit, &source, id).await)
+    outcome("/admin/users", membership::reject(&state, &permit, &source, tx, id).await)
 }
 
 /// One row of the role × permission matrix.
@@ -219,10 +224,13 @@ pub struct RolesQuery {
 pub async fn roles_page(
     State(state): State<AppState>,
     who: Authenticated,
+    me: Me,
     permit: Permit,
+    Tx(mut tx): Tx,
     ApiQuery(q): ApiQuery<RolesQuery>,
 ) -> Result<Response, AppError> {
-    let roles = roles::list(&state, &permit).await?;
+    let roles = roles::list(&state, &mut tx).await?;
+    tx.commit().await?;
     let rows = Permission::ALL
         .iter()
         .map(|p| {
@@ -234,9 +242,7 @@ pub async fn roles_page(
             MatrixRow { permission: p.as_str(), cells }
         })
         .collect();
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let nav = Nav::load(&mut tx, &who, permit.subject()).await?;
-    tx.commit().await?;
+    let nav = Nav::new(&me, &who, permit.subject());
     let (notice, error) = message(&q.done, &q.error);
     Ok(render(&RolesPage { nav, roles, rows, notice, error }))
 }
@@ -248,6 +254,7 @@ pub async fn update_role(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiForm(fields): ApiForm<Vec<(String, String)>>,
 ) -> Response {
@@ -274,5 +281,5 @@ pub async fn update_role(
         portal: None,
         tier: None,
     };
-    outcome("/admin/roles", roles::update(&state, &permit, &source, id, input).await.map(|_| ()))
+    outcome("/admin/roles", roles::update(&state, &permit, &source, tx, id, input).await.map(|_| ()))
 }

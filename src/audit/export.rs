@@ -1,7 +1,9 @@
 //! Exporting the filtered audit log as CSV or JSON Lines, streamed page by page
-//! (keyset pages of [`PAGE`] rows, each read in its own tenant transaction), so
-//! an export of millions of rows holds one page in memory. Each export is itself
-//! audited (`audit.export`, with its format and filters) before the first byte.
+//! (keyset pages of [`PAGE`] rows), so an export of millions of rows holds one
+//! page in memory. The request's transaction reads the first page and records
+//! the export (`audit.export`, with its format and filters) before the first
+//! byte; each later page is read in a short transaction of its own, so a slow
+//! reader never holds a transaction open for the whole download.
 //!
 //! CSV cells that a spreadsheet would take for a formula (starting with `=`,
 //! `+`, `-`, `@`, tab or carriage return) are prefixed with `'` (ASVS 1.2.10);
@@ -21,6 +23,7 @@ use super::{
 };
 use crate::{
     authz::Permit,
+    db::TenantTx,
     http::{AppState, error::AppError},
 };
 
@@ -79,18 +82,20 @@ pub async fn export(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     format: Format,
     mut filter: LogFilter,
 ) -> Result<Response, AppError> {
     filter.limit = Some(PAGE);
     filter.after = None;
     // Refuse a bad filter before recording anything: read the first page now.
-    let (first, next) = query::list(state, permit, &filter).await?;
+    let (first, next) = query::list(state, permit, &mut tx, &filter).await?;
     let entry = Entry::new(Action::AuditExport, Outcome::Success).details(json!({
         "format": match format { Format::Csv => "csv", Format::Jsonl => "jsonl" },
         "filters": filter.to_query(),
     }));
-    super::record_alone(&state.db, permit.tenant_id(), Some(permit.user_id()), source, entry).await?;
+    super::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
 
     let encode = move |rows: &[LogView], header: bool| match format {
         Format::Csv => csv_rows(rows, header),
@@ -103,9 +108,13 @@ pub async fn export(
         async move {
             let Some(cursor) = cursor else { return Ok(None) };
             filter.after = Some(cursor);
-            let (rows, next) = query::list(&state, &permit, &filter)
-                .await
-                .map_err(|e| std::io::Error::other(format!("export page: {e}")))?;
+            let page = async {
+                let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+                let page = query::list(&state, &permit, &mut tx, &filter).await?;
+                tx.commit().await?;
+                Ok::<_, AppError>(page)
+            };
+            let (rows, next) = page.await.map_err(|e| std::io::Error::other(format!("export page: {e}")))?;
             let bytes = encode(&rows, false).map_err(std::io::Error::other)?;
             Ok::<_, std::io::Error>(Some((Bytes::from(bytes), next)))
         }

@@ -9,36 +9,51 @@ use super::{
 };
 use crate::{
     authz::Permit,
-    http::{AppState, client::ClientSource, params::ApiQuery, reply::Answer},
+    http::{
+        AppState,
+        client::ClientSource,
+        guard::Tx,
+        params::ApiQuery,
+        reply::{Answer, committed},
+    },
 };
 
-pub async fn list(State(s): State<AppState>, permit: Permit, ApiQuery(filter): ApiQuery<query::LogFilter>) -> Answer {
-    let (logs, next) = query::list(&s, &permit, &filter).await?;
+pub async fn list(
+    State(s): State<AppState>,
+    permit: Permit,
+    Tx(mut tx): Tx,
+    ApiQuery(filter): ApiQuery<query::LogFilter>,
+) -> Answer {
+    let (logs, next) = query::list(&s, &permit, &mut tx, &filter).await?;
+    tx.commit().await?;
     Ok(Json(json!({ "logs": logs, "nextCursor": next })).into_response())
 }
 
 pub async fn highlights(
     State(s): State<AppState>,
-    permit: Permit,
+    Tx(mut tx): Tx,
     ApiQuery(range): ApiQuery<highlights::Range>,
 ) -> Answer {
-    Ok(Json(json!({ "highlights": highlights::find(&s, &permit, &range).await? })).into_response())
+    let found = highlights::find(&s, &mut tx, &range).await?;
+    committed(tx, "highlights", found).await
 }
 
 pub async fn export_csv(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiQuery(filter): ApiQuery<query::LogFilter>,
 ) -> Answer {
-    export::export(&s, &permit, &src, Format::Csv, filter).await
+    export::export(&s, &permit, &src, tx, Format::Csv, filter).await
 }
 
 pub async fn export_jsonl(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiQuery(filter): ApiQuery<query::LogFilter>,
 ) -> Answer {
-    export::export(&s, &permit, &src, Format::Jsonl, filter).await
+    export::export(&s, &permit, &src, tx, Format::Jsonl, filter).await
 }

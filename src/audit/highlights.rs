@@ -34,7 +34,6 @@ use uuid::Uuid;
 
 use super::query::LogFilter;
 use crate::{
-    authz::Permit,
     config::Threshold,
     db::TenantTx,
     http::{AppState, error::AppError},
@@ -159,12 +158,11 @@ struct Found {
 }
 
 /// Every highlight in `range` (default: the last 24 hours).
-pub async fn find(state: &AppState, permit: &Permit, range: &Range) -> Result<Vec<Highlight>, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+pub async fn find(state: &AppState, tx: &mut TenantTx, range: &Range) -> Result<Vec<Highlight>, AppError> {
     // Audit rows are timestamped by the database, so "now" is the database's.
     let to = match range.to {
         Some(to) => to,
-        None => state.db.now().await?,
+        None => tx.now().await?,
     };
     let from = range.from.unwrap_or(to - time::Duration::days(1));
     if from >= to {
@@ -174,13 +172,12 @@ pub async fn find(state: &AppState, permit: &Permit, range: &Range) -> Result<Ve
     let mut found = Vec::new();
     for rule in rules(state) {
         let rows = if rule.distinct_usernames {
-            distinct_windows(&mut tx, &rule, from, to).await?
+            distinct_windows(tx, &rule, from, to).await?
         } else {
-            counted_windows(&mut tx, &rule, from, to).await?
+            counted_windows(tx, &rule, from, to).await?
         };
         found.extend(rows.into_iter().filter(|row| row.n >= rule.threshold.count).map(|row| highlight(&rule, row)));
     }
-    tx.commit().await?;
     found.sort_by_key(|h| std::cmp::Reverse(h.last_at));
     Ok(found)
 }

@@ -134,6 +134,7 @@ fn serde_urlencoded_pairs(filter: &LogFilter) -> String {
 pub async fn list(
     state: &AppState,
     permit: &Permit,
+    tx: &mut TenantTx,
     filter: &LogFilter,
 ) -> Result<(Vec<LogView>, Option<String>), AppError> {
     let limit = filter.limit.unwrap_or(100);
@@ -155,7 +156,6 @@ pub async fn list(
     };
     let after = filter.after.as_deref().map(parse_cursor).transpose()?;
     let username = filter.username.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     tx.for_log_reading(state.config.dashboard_timeout).await?;
     // An unknown user matches nothing (not everything).
     let user = match filter.user.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -191,7 +191,6 @@ pub async fn list(
     .bind(username.map(|name| state.login_names.digest(name)))
     .fetch_all(tx.conn())
     .await?;
-    tx.commit().await?;
     let rows = rows.into_iter().map(|r| r.seen_by(permit.subject())).collect();
     Ok(finish_page(rows, limit, |r| (r.created_at, r.id)))
 }

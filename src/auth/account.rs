@@ -264,9 +264,8 @@ async fn refuse_login<T>(
     Err(error)
 }
 
-/// Ends the caller's session.
-pub async fn logout(state: &AppState, source: &Source, who: &Authenticated) -> Result<(), AppError> {
-    let mut tx: TenantTx = state.db.tenant_tx(who.tenant_id, Some(who.user_id)).await?;
+/// Ends the caller's session, in the request's transaction.
+pub async fn logout(source: &Source, mut tx: TenantTx, who: &Authenticated) -> Result<(), AppError> {
     if !session::delete(&mut tx, who.session_id).await? {
         // Ended meanwhile (a concurrent logout, expiry or suspension).
         return Err(AppError::Unauthorized);

@@ -1,14 +1,31 @@
-//! `Authenticated`: a handler that names it in its signature only runs for a
-//! request carrying a live session. Expired sessions are deleted and audited
-//! (`auth.session_expired`) on the request that finds them.
+//! The session behind a request, opened in the request's own transaction.
+//!
+//! [`open`] is the first thing the route guard does for every route that needs
+//! a session: `BEGIN`, then one statement (migration 0006) that sets the
+//! tenant and finds the session with the user's status, profile, department,
+//! clearance, shortest role timeout, roles and grants. Expired sessions are
+//! deleted and audited (`auth.session_expired`) there; an active one's idle
+//! timer is extended when due. The open transaction goes on to the guard's
+//! decision and the handler, and commits once.
+//!
+//! `Authenticated`: a handler that names it only runs for a request carrying
+//! a live session.
+
+use std::{sync::Arc, time::Duration};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use serde_json::json;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::session::{self, Lookup, SessionCookie};
+use super::{
+    session::{self, ExpiredBy, SessionCookie},
+    user::UserView,
+};
 use crate::{
-    audit::{self, Action, Entry, Outcome},
+    audit::{self, Action, Entry, Outcome, Source},
+    authz::Subject,
+    db::TenantTx,
     http::{AppState, client::source_of, error::AppError},
 };
 
@@ -21,6 +38,116 @@ pub struct Authenticated {
     pub cookie: SessionCookie,
 }
 
+/// The signed-in user's own view (`/me`, the page header), as the request's
+/// first statement found it.
+#[derive(Debug, Clone)]
+pub struct Me(pub Arc<UserView>);
+
+/// What the request's first statement returns (migration 0006).
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    session_id: Uuid,
+    user_id: Uuid,
+    last_seen_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    status: String,
+    role_timeout: Option<i32>,
+    username: String,
+    email: String,
+    requested_role: Option<String>,
+    department_id: Uuid,
+    department: String,
+    clearance: String,
+    clearance_rank: i32,
+    last_login: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+    roles: Vec<String>,
+    grants: Vec<String>,
+}
+
+/// A request with a live session, its transaction open.
+pub struct Opened {
+    pub tx: TenantTx,
+    pub who: Authenticated,
+    pub subject: Subject,
+    pub me: Me,
+}
+
+/// Opens the request's transaction and finds its live session. Without one
+/// (none, expired, user no longer active) the transaction commits what it
+/// recorded and the answer is 401.
+pub async fn open(state: &AppState, cookie: &SessionCookie, source: &Source) -> Result<Opened, AppError> {
+    let now = state.clock.now();
+    let (mut tx, row) =
+        state.db.open_request(cookie.tenant, &cookie.token_hash(), now, |r: &SessionRow| r.user_id).await?;
+    let Some(row) = row else {
+        tx.commit().await?;
+        return Err(AppError::Unauthorized);
+    };
+    if row.status != "active" {
+        session::delete(&mut tx, row.session_id).await?;
+        tx.commit().await?;
+        return Err(AppError::Unauthorized);
+    }
+    let idle = match row.role_timeout {
+        Some(minutes) if minutes > 0 => state.config.session_idle_timeout.min(Duration::from_secs(minutes as u64 * 60)),
+        _ => state.config.session_idle_timeout,
+    };
+    let expired_by = if now >= row.expires_at {
+        Some(ExpiredBy::Absolute)
+    } else if now - row.last_seen_at > idle {
+        Some(ExpiredBy::Idle)
+    } else {
+        None
+    };
+    if let Some(by) = expired_by {
+        // Only the request whose DELETE removed the row reports (and audits) the
+        // expiry; a concurrent one with the same cookie just finds no session.
+        if session::delete(&mut tx, row.session_id).await? {
+            let entry = Entry::new(Action::AuthSessionExpired, Outcome::Success)
+                .user(row.user_id)
+                .target("session", row.session_id)
+                .details(json!({ "reason": by.as_str() }));
+            audit::record(&mut tx, source, entry).await?;
+        }
+        tx.commit().await?;
+        return Err(AppError::Unauthorized);
+    }
+    // The idle timer is written at most once per `idle / 20`, at least every minute.
+    let refresh_every = (idle / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    if now - row.last_seen_at >= refresh_every {
+        session::touch(&mut tx, row.session_id, now).await?;
+    }
+    let who = Authenticated {
+        tenant_id: cookie.tenant,
+        user_id: row.user_id,
+        session_id: row.session_id,
+        cookie: cookie.clone(),
+    };
+    let subject = Subject::new(&who, row.department_id, row.clearance.clone(), row.clearance_rank, &row.grants);
+    let mut permissions: Vec<String> =
+        row.grants.iter().filter_map(|g| g.split_once(':').map(|(p, _)| p.to_string())).collect();
+    permissions.sort();
+    permissions.dedup();
+    let me = UserView {
+        id: row.user_id,
+        username: row.username,
+        email: row.email,
+        status: row.status,
+        role: row.roles.first().cloned(),
+        roles: row.roles,
+        permissions,
+        department: row.department,
+        clearance_level: row.clearance,
+        requested_role: row.requested_role,
+        last_login: row.last_login,
+        created_at: row.created_at,
+        department_id: row.department_id,
+        clearance_rank: row.clearance_rank,
+    };
+    Ok(Opened { tx, who, subject, me: Me(Arc::new(me)) })
+}
+
 impl Authenticated {
     /// Whether `parts` carry a live session (for pages that only need to know).
     pub async fn from_request_parts_ok(parts: &mut Parts, state: &AppState) -> bool {
@@ -28,6 +155,9 @@ impl Authenticated {
     }
 }
 
+/// On routes behind the guard the session was opened there; on public routes
+/// (the login page asks whether someone is signed in) it is opened here, in a
+/// transaction of its own.
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = AppError;
 
@@ -36,28 +166,18 @@ impl FromRequestParts<AppState> for Authenticated {
             return Ok(done.clone());
         }
         let cookie = session::from_headers(&state.config, &parts.headers).ok_or(AppError::Unauthorized)?;
-        let now = state.clock.now();
-        let mut tx = state.db.tenant_tx(cookie.tenant, None).await?;
-        match session::lookup(&mut tx, &cookie, now, state.config.session_idle_timeout).await? {
-            Lookup::Active { session_id, user_id } => {
-                tx.commit().await?;
-                let who = Authenticated { tenant_id: cookie.tenant, user_id, session_id, cookie };
-                parts.extensions.insert(who.clone());
-                Ok(who)
-            }
-            Lookup::Expired { session_id, user_id, by } => {
-                let entry = Entry::new(Action::AuthSessionExpired, Outcome::Success)
-                    .user(user_id)
-                    .target("session", session_id)
-                    .details(json!({ "reason": by.as_str() }));
-                audit::record(&mut tx, &source_of(parts, &state.config), entry).await?;
-                tx.commit().await?;
-                Err(AppError::Unauthorized)
-            }
-            Lookup::Missing => {
-                tx.commit().await?;
-                Err(AppError::Unauthorized)
-            }
-        }
+        let opened = open(state, &cookie, &source_of(parts, &state.config)).await?;
+        opened.tx.commit().await?;
+        parts.extensions.insert(opened.who.clone());
+        Ok(opened.who)
+    }
+}
+
+/// The signed-in user's view, on routes behind the guard.
+impl FromRequestParts<AppState> for Me {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Me>().cloned().ok_or(AppError::Unauthorized)
     }
 }

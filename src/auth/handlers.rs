@@ -10,10 +10,10 @@ use serde_json::json;
 
 use super::{
     account::{self, LoginInput, RegisterInput},
-    extractor::Authenticated,
-    session, user,
+    extractor::{Authenticated, Me},
+    session,
 };
-use crate::http::{AppState, client::ClientSource, error::AppError, json::ApiJson};
+use crate::http::{AppState, client::ClientSource, error::AppError, guard::Tx, json::ApiJson};
 
 pub async fn register(
     State(state): State<AppState>,
@@ -40,14 +40,14 @@ pub async fn logout(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     who: Authenticated,
+    Tx(tx): Tx,
 ) -> Result<Response, AppError> {
-    account::logout(&state, &source, &who).await?;
+    account::logout(&source, tx, &who).await?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, session::clear_cookie(&state.config))]).into_response())
 }
 
-pub async fn me(State(state): State<AppState>, who: Authenticated) -> Result<Response, AppError> {
-    let mut tx = state.db.tenant_tx(who.tenant_id, Some(who.user_id)).await?;
-    let user = user::load_view(&mut tx, who.user_id, state.clock.now()).await?.ok_or(AppError::Unauthorized)?;
-    tx.commit().await?;
-    Ok(Json(json!({ "user": user, "csrfToken": who.cookie.csrf_token() })).into_response())
+/// `GET /me`: everything comes from the request's first statement (the guard
+/// commits its transaction), so this is one round trip to the database.
+pub async fn me(who: Authenticated, Me(me): Me) -> Result<Response, AppError> {
+    Ok(Json(json!({ "user": *me, "csrfToken": who.cookie.csrf_token() })).into_response())
 }

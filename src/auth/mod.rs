@@ -8,4 +8,4 @@ pub mod session;
 pub mod throttle;
 pub mod user;
 
-pub use extractor::Authenticated;
+pub use extractor::{Authenticated, Me};

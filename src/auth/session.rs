@@ -147,80 +147,14 @@ impl ExpiredBy {
     }
 }
 
-#[derive(Debug)]
-pub enum Lookup {
-    Active { session_id: Uuid, user_id: Uuid },
-    Expired { session_id: Uuid, user_id: Uuid, by: ExpiredBy },
-    Missing,
-}
-
-#[derive(sqlx::FromRow)]
-struct SessionRow {
-    id: Uuid,
-    user_id: Uuid,
-    last_seen_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
-    status: String,
-    /// The shortest `session_timeout_minutes` of the user's current roles.
-    role_timeout: Option<i32>,
-}
-
-/// Finds the session for `cookie` and judges it at `now`. The idle timeout is
-/// `idle`, or the shortest `session_timeout_minutes` among the user's current
-/// roles when that is shorter (seed 001's per-role policy). An active session's
-/// idle timer is extended (written at most once per `idle / 20`, at least every
-/// minute).
-pub async fn lookup(
-    tx: &mut TenantTx,
-    cookie: &SessionCookie,
-    now: OffsetDateTime,
-    idle: Duration,
-) -> Result<Lookup, sqlx::Error> {
-    let row: Option<SessionRow> = sqlx::query_as(
-        "SELECT s.id, s.user_id, s.last_seen_at, s.expires_at, u.status, \
-                (SELECT min(r.session_timeout_minutes) FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
-                 WHERE ur.user_id = s.user_id AND (ur.expires_at IS NULL OR ur.expires_at > $2)) AS role_timeout \
-         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
-    )
-    .bind(cookie.token_hash())
-    .bind(now)
-    .fetch_optional(tx.conn())
-    .await?;
-    let Some(row) = row else { return Ok(Lookup::Missing) };
-    let idle = match row.role_timeout {
-        Some(minutes) if minutes > 0 => idle.min(Duration::from_secs(minutes as u64 * 60)),
-        _ => idle,
-    };
-
-    if row.status != "active" {
-        delete(tx, row.id).await?;
-        return Ok(Lookup::Missing);
-    }
-    let expired_by = if now >= row.expires_at {
-        Some(ExpiredBy::Absolute)
-    } else if now - row.last_seen_at > idle {
-        Some(ExpiredBy::Idle)
-    } else {
-        None
-    };
-    if let Some(by) = expired_by {
-        // Only the request whose DELETE removed the row reports (and audits) the
-        // expiry; a concurrent one with the same cookie just finds no session.
-        return Ok(if delete(tx, row.id).await? {
-            Lookup::Expired { session_id: row.id, user_id: row.user_id, by }
-        } else {
-            Lookup::Missing
-        });
-    }
-    let refresh_every = (idle / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    if now - row.last_seen_at >= refresh_every {
-        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
-            .bind(row.id)
-            .bind(now)
-            .execute(tx.conn())
-            .await?;
-    }
-    Ok(Lookup::Active { session_id: row.id, user_id: row.user_id })
+/// Extends a session's idle timer.
+pub async fn touch(tx: &mut TenantTx, session_id: Uuid, now: OffsetDateTime) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
+        .bind(session_id)
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map(|_| ())
 }
 
 /// The session `cookie` names, if it exists (whatever its age): (session, user).

@@ -28,7 +28,7 @@ pub use permission::{Permission, Scope};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     auth::Authenticated,
-    db::{Database, TenantTx},
+    db::TenantTx,
     http::error::AppError,
 };
 
@@ -49,25 +49,51 @@ pub struct Subject {
 }
 
 impl Subject {
-    /// Loads `who`'s department, clearance and grants at `now` in `tx`.
-    pub async fn load(tx: &mut TenantTx, who: &Authenticated, now: OffsetDateTime) -> Result<Subject, sqlx::Error> {
-        let (department_id, clearance, clearance_rank): (Uuid, String, i32) = sqlx::query_as(
-            "SELECT u.department_id, c.name, c.level FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
-             WHERE u.id = $1",
-        )
-        .bind(who.user_id)
-        .fetch_one(tx.conn())
-        .await?;
-        let grants = grants(tx, who.user_id, now).await?;
-        Ok(Subject {
+    /// The subject of a request whose session was found with these facts
+    /// (`grants` as `permission:scope`, the form the request query returns).
+    pub fn new(
+        who: &Authenticated,
+        department_id: Uuid,
+        clearance: String,
+        clearance_rank: i32,
+        grants: &[String],
+    ) -> Subject {
+        Subject {
             tenant_id: who.tenant_id,
             user_id: who.user_id,
             session_id: who.session_id,
             department_id,
             clearance,
             clearance_rank,
-            grants,
-        })
+            grants: widest(grants.iter().filter_map(|g| g.split_once(':'))),
+        }
+    }
+
+    /// This subject as the database has it now, in `tx`: for decisions that
+    /// change authority, made after their locks are taken, so that no decision
+    /// rests on grants read before a concurrent change committed. `None` when
+    /// the user is no longer active.
+    pub async fn reload(&self, tx: &mut TenantTx, now: OffsetDateTime) -> Result<Option<Subject>, sqlx::Error> {
+        let row: Option<(Uuid, String, i32, Vec<String>)> = sqlx::query_as(
+            "SELECT u.department_id, c.name, c.level, \
+                    ARRAY(SELECT p.name || ':' || rp.scope FROM user_roles ur \
+                          JOIN role_permissions rp ON rp.role_id = ur.role_id \
+                          JOIN permissions p ON p.id = rp.permission_id \
+                          WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > $2)) \
+             FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
+             WHERE u.id = $1 AND u.status = 'active'",
+        )
+        .bind(self.user_id)
+        .bind(now)
+        .fetch_optional(tx.conn())
+        .await?;
+        Ok(row.map(|(department_id, clearance, clearance_rank, grants)| Subject {
+            department_id,
+            clearance,
+            clearance_rank,
+            grants: widest(grants.iter().filter_map(|g| g.split_once(':'))),
+            ..self.clone()
+        }))
     }
 
     /// The widest scope at which the subject holds `permission`, if at all.
@@ -107,14 +133,19 @@ pub async fn grants(
     .bind(now)
     .fetch_all(tx.conn())
     .await?;
+    Ok(widest(rows.iter().map(|(p, s)| (p.as_str(), s.as_str()))))
+}
+
+/// Each permission among `(permission, scope)` pairs with its widest scope.
+fn widest<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<Permission, Scope> {
     let mut grants = BTreeMap::new();
-    for (name, scope) in rows {
+    for (name, scope) in pairs {
         // Names come from the catalogue, which matches `Permission` (tested).
-        let (Some(permission), Some(scope)) = (Permission::parse(&name), Scope::parse(&scope)) else { continue };
+        let (Some(permission), Some(scope)) = (Permission::parse(name), Scope::parse(scope)) else { continue };
         let widest = grants.entry(permission).or_insert(scope);
         *widest = (*widest).max(scope);
     }
-    Ok(grants)
+    grants
 }
 
 /// Seed 000's helper: does `user_id` hold `permission` right now (at any scope)?
@@ -197,6 +228,17 @@ impl Permit {
         }
     }
 
+    /// This permit decided again in `tx`, on the subject as it is now (see
+    /// [`Subject::reload`]): a denial when the route's permission is gone.
+    pub async fn recheck(&self, tx: &mut TenantTx, now: OffsetDateTime) -> Result<Result<Permit, Denial>, sqlx::Error> {
+        let gone = || Denial::new(self.permission, "permission_revoked", INSUFFICIENT);
+        let Some(subject) = self.subject.reload(tx, now).await? else { return Ok(Err(gone())) };
+        if !subject.holds(self.permission) {
+            return Ok(Err(gone()));
+        }
+        Ok(Ok(Permit { subject: Arc::new(subject), ..self.clone() }))
+    }
+
     /// A refusal of `reason` under this permit, to record as `rbac.denied`.
     pub fn deny(&self, reason: &'static str, message: &'static str) -> Denial {
         Denial::new(self.permission, reason, message)
@@ -232,35 +274,30 @@ impl Denial {
     }
 }
 
-/// The route guard: a permit when `who` holds `permission` now; otherwise an
-/// `rbac.denied` row (naming the permission and the route) and a 403.
-pub async fn authorize(
-    db: &Database,
-    who: &Authenticated,
+/// The route guard's decision, in the request's transaction: a permit when
+/// the subject holds `permission`; otherwise an `rbac.denied` row (naming the
+/// permission and the route) in `tx` and a 403, to answer once `tx` commits.
+pub async fn admit(
+    tx: &mut TenantTx,
+    subject: Subject,
     permission: Permission,
     method: &str,
     route: &str,
     source: &Source,
-    now: OffsetDateTime,
 ) -> Result<Permit, AppError> {
-    let mut tx = db.tenant_tx(who.tenant_id, Some(who.user_id)).await?;
-    let subject = Subject::load(&mut tx, who, now).await?;
     if subject.holds(permission) {
-        tx.commit().await?;
         return Ok(Permit { subject: Arc::new(subject), permission, route: route.into(), method: method.into() });
     }
     let entry = Entry::new(Action::RbacDenied, Outcome::Fail)
         .details(json!({ "permission": permission.as_str(), "route": route, "method": method }));
-    audit::record(&mut tx, source, entry).await?;
-    tx.commit().await?;
+    audit::record(tx, source, entry).await?;
     Err(AppError::forbidden(INSUFFICIENT))
 }
 
-/// Records a [`Denial`] as `rbac.denied` in its own transaction (the refused
-/// change has been rolled back) and turns it into the 403 to answer.
-pub async fn refuse(db: &Database, permit: &Permit, source: &Source, denial: Denial) -> AppError {
+/// Records a [`Denial`] as `rbac.denied` in `tx` (whatever the refused
+/// attempt changed was undone first), commits, and returns the 403 to answer.
+pub async fn refuse(mut tx: TenantTx, permit: &Permit, source: &Source, denial: Denial) -> AppError {
     let record = async {
-        let mut tx = db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
         audit::record(&mut tx, source, denial_entry(permit, &denial)).await?;
         tx.commit().await
     };

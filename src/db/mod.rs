@@ -65,7 +65,32 @@ impl Database {
             .bind(actor_text)
             .execute(&mut *tx)
             .await?;
-        Ok(TenantTx { tx, tenant, actor })
+        Ok(TenantTx { tx, tenant, actor, attempt: false, log_reading: false })
+    }
+
+    /// Opens a request's transaction in one round trip after `BEGIN`: the
+    /// tenant is set for the rest of the transaction and the session `token_hash`
+    /// names is looked up with everything authorization needs (see migration
+    /// 0006), as `R`. The transaction acts for the session's user when found.
+    pub async fn open_request<R>(
+        &self,
+        tenant: Uuid,
+        token_hash: &[u8],
+        now: time::OffsetDateTime,
+        user_of: impl Fn(&R) -> Uuid,
+    ) -> Result<(TenantTx, Option<R>), sqlx::Error>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<R> = sqlx::query_as("SELECT * FROM fortifile_open_request($1, $2, $3)")
+            .bind(tenant)
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let actor = row.as_ref().map(&user_of);
+        Ok((TenantTx { tx, tenant, actor, attempt: false, log_reading: false }, row))
     }
 
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
@@ -110,6 +135,10 @@ pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: Uuid,
     actor: Option<Uuid>,
+    /// Whether [`TenantTx::savepoint`] marked an attempt.
+    attempt: bool,
+    /// Whether [`TenantTx::for_log_reading`] ran.
+    log_reading: bool,
 }
 
 impl TenantTx {
@@ -130,6 +159,10 @@ impl TenantTx {
     /// present. The second bounds what any range can cost: a cancelled statement
     /// is a 503 (see `AppError`), and the connection is free again.
     pub async fn for_log_reading(&mut self, timeout: Duration) -> Result<(), sqlx::Error> {
+        if self.log_reading {
+            return Ok(());
+        }
+        self.log_reading = true;
         let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
         sqlx::query(
             "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
@@ -141,6 +174,12 @@ impl TenantTx {
         .map(|_| ())
     }
 
+    /// The database's clock at the start of this transaction: what its audit
+    /// rows are timestamped with.
+    pub async fn now(&mut self) -> Result<time::OffsetDateTime, sqlx::Error> {
+        sqlx::query_scalar("SELECT now()").fetch_one(&mut *self.tx).await
+    }
+
     /// The connection, for running statements inside the transaction.
     pub fn conn(&mut self) -> &mut PgConnection {
         &mut self.tx
@@ -148,6 +187,22 @@ impl TenantTx {
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
+    }
+
+    /// Marks where an attempted change starts, so that a refusal can undo the
+    /// change and still record itself in this transaction.
+    pub async fn savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("SAVEPOINT attempt").execute(&mut *self.tx).await?;
+        self.attempt = true;
+        Ok(())
+    }
+
+    /// Undoes everything since [`TenantTx::savepoint`] (nothing to undo without one).
+    pub async fn undo_attempt(&mut self) -> Result<(), sqlx::Error> {
+        if self.attempt {
+            sqlx::query("ROLLBACK TO SAVEPOINT attempt").execute(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 }
 

@@ -21,7 +21,10 @@ use super::{Attempt, clean_color, clean_description, clean_name, conflict_on_dup
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     authz::Permit,
-    db::seed::{DEFAULT_CLEARANCE, DEFAULT_DEPARTMENT},
+    db::{
+        TenantTx,
+        seed::{DEFAULT_CLEARANCE, DEFAULT_DEPARTMENT},
+    },
     http::{AppState, error::AppError},
 };
 
@@ -39,11 +42,8 @@ const DEPARTMENT_SELECT: &str = "SELECT d.id, d.name, d.description, d.color, \
         (SELECT count(*) FROM users u WHERE u.department_id = d.id) AS user_count \
      FROM departments d WHERE ($1::uuid IS NULL OR d.id = $1) ORDER BY lower(d.name)";
 
-pub async fn list_departments(state: &AppState, permit: &Permit) -> Result<Vec<DepartmentView>, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let list = sqlx::query_as(DEPARTMENT_SELECT).bind(None::<Uuid>).fetch_all(tx.conn()).await?;
-    tx.commit().await?;
-    Ok(list)
+pub async fn list_departments(tx: &mut TenantTx) -> Result<Vec<DepartmentView>, AppError> {
+    Ok(sqlx::query_as(DEPARTMENT_SELECT).bind(None::<Uuid>).fetch_all(tx.conn()).await?)
 }
 
 #[derive(Deserialize)]
@@ -58,15 +58,14 @@ pub struct DepartmentInput {
 }
 
 pub async fn create_department(
-    state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     input: DepartmentInput,
 ) -> Result<DepartmentView, AppError> {
     let name = clean_name("name", input.name.as_deref().unwrap_or(""), 100)?;
     let description = clean_description(input.description.as_deref().unwrap_or(""))?;
     let color = clean_color(input.color.as_deref().unwrap_or("#64748b"))?;
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let inserted = sqlx::query_scalar(
         "INSERT INTO departments (tenant_id, name, description, color) VALUES ($1, $2, $3, $4) RETURNING id",
     )
@@ -87,13 +86,11 @@ pub async fn create_department(
 }
 
 pub async fn update_department(
-    state: &AppState,
-    permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     input: DepartmentInput,
 ) -> Result<DepartmentView, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let before: DepartmentView =
         sqlx::query_as(DEPARTMENT_SELECT).bind(id).fetch_optional(tx.conn()).await?.ok_or(AppError::NotFound)?;
     let name = match &input.name {
@@ -135,8 +132,7 @@ pub async fn update_department(
     Ok(view)
 }
 
-pub async fn delete_department(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+pub async fn delete_department(source: &Source, mut tx: TenantTx, id: Uuid) -> Result<(), AppError> {
     let before: DepartmentView =
         sqlx::query_as(DEPARTMENT_SELECT).bind(id).fetch_optional(tx.conn()).await?.ok_or(AppError::NotFound)?;
     if before.name.eq_ignore_ascii_case(DEFAULT_DEPARTMENT) {
@@ -170,11 +166,8 @@ const CLEARANCE_SELECT: &str = "SELECT c.id, c.name, c.description, c.level, c.c
         (SELECT count(*) FROM users u WHERE u.clearance_level_id = c.id) AS user_count \
      FROM clearance_levels c WHERE ($1::uuid IS NULL OR c.id = $1) ORDER BY c.level";
 
-pub async fn list_clearances(state: &AppState, permit: &Permit) -> Result<Vec<ClearanceView>, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let list = sqlx::query_as(CLEARANCE_SELECT).bind(None::<Uuid>).fetch_all(tx.conn()).await?;
-    tx.commit().await?;
-    Ok(list)
+pub async fn list_clearances(tx: &mut TenantTx) -> Result<Vec<ClearanceView>, AppError> {
+    Ok(sqlx::query_as(CLEARANCE_SELECT).bind(None::<Uuid>).fetch_all(tx.conn()).await?)
 }
 
 #[derive(Deserialize)]
@@ -208,6 +201,7 @@ pub async fn create_clearance(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     input: ClearanceInput,
 ) -> Result<ClearanceView, AppError> {
     let outcome = async {
@@ -215,7 +209,7 @@ pub async fn create_clearance(
         let level = clean_level(input.level.ok_or_else(|| AppError::invalid("level", "is required"))?)?;
         let description = clean_description(input.description.as_deref().unwrap_or(""))?;
         let color = clean_color(input.color.as_deref().unwrap_or("#64748b"))?;
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        let permit = &super::begin(&mut tx, permit, state.clock.now()).await?;
         let inserted = sqlx::query_scalar(
             "INSERT INTO clearance_levels (tenant_id, name, description, level, color) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -233,24 +227,23 @@ pub async fn create_clearance(
             .details(json!({ "after": { "name": name, "description": description, "level": level, "color": color } }));
         audit::record(&mut tx, source, entry).await?;
         let view = sqlx::query_as(CLEARANCE_SELECT).bind(id).fetch_one(tx.conn()).await?;
-        tx.commit().await?;
         Ok(view)
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
 pub async fn update_clearance(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     input: ClearanceInput,
 ) -> Result<ClearanceView, AppError> {
     let outcome = async {
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
         // Ranks are authority: edits of levels serialize with every other change of it.
-        super::lock_administration(&mut tx).await?;
+        let permit = &super::begin(&mut tx, permit, state.clock.now()).await?;
         let before: ClearanceView =
             sqlx::query_as(CLEARANCE_SELECT).bind(id).fetch_optional(tx.conn()).await?.ok_or(AppError::NotFound)?;
         let name = match &input.name {
@@ -308,16 +301,21 @@ pub async fn update_clearance(
             audit::record(&mut tx, source, entry).await?;
         }
         let view = sqlx::query_as(CLEARANCE_SELECT).bind(id).fetch_one(tx.conn()).await?;
-        tx.commit().await?;
         Ok(view)
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
-pub async fn delete_clearance(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
+pub async fn delete_clearance(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<(), AppError> {
     let outcome = async {
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        super::begin(&mut tx, permit, state.clock.now()).await?;
         let before: ClearanceView =
             sqlx::query_as(CLEARANCE_SELECT).bind(id).fetch_optional(tx.conn()).await?.ok_or(AppError::NotFound)?;
         if before.name.eq_ignore_ascii_case(DEFAULT_CLEARANCE) {
@@ -332,11 +330,10 @@ pub async fn delete_clearance(state: &AppState, permit: &Permit, source: &Source
             .target("clearance_level", id)
             .details(json!({ "before": { "name": before.name, "level": before.level, "color": before.color } }));
         audit::record(&mut tx, source, entry).await?;
-        tx.commit().await?;
         Ok(())
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
 fn diff(fields: &[(&str, Value, Value)]) -> Map<String, Value> {

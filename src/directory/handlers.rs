@@ -12,14 +12,21 @@ use crate::{
     http::{
         AppState,
         client::ClientSource,
+        guard::Tx,
         json::ApiJson,
         params::{ApiPath, ApiQuery},
-        reply::{Answer, created, no_content, ok},
+        reply::{Answer, committed, created, no_content, ok},
     },
 };
 
-pub async fn list_users(State(s): State<AppState>, permit: Permit, ApiQuery(q): ApiQuery<users::ListQuery>) -> Answer {
-    let (list, next) = users::list(&s, &permit, q).await?;
+pub async fn list_users(
+    State(s): State<AppState>,
+    permit: Permit,
+    Tx(mut tx): Tx,
+    ApiQuery(q): ApiQuery<users::ListQuery>,
+) -> Answer {
+    let (list, next) = users::list(&s, &permit, &mut tx, q).await?;
+    tx.commit().await?;
     Ok(Json(json!({ "users": list, "nextCursor": next })).into_response())
 }
 
@@ -27,37 +34,41 @@ pub async fn get_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    ok("user", users::get(&s, &permit, &src, id).await?)
+    ok("user", users::get(&s, &permit, &src, tx, id).await?)
 }
 
 pub async fn create_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiJson(input): ApiJson<users::CreateUser>,
 ) -> Answer {
-    created("user", users::create(&s, &permit, &src, input).await?)
+    created("user", users::create(&s, &permit, &src, tx, input).await?)
 }
 
 pub async fn update_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<users::UpdateUser>,
 ) -> Answer {
-    ok("user", users::update(&s, &permit, &src, id, input).await?)
+    ok("user", users::update(&s, &permit, &src, tx, id, input).await?)
 }
 
 pub async fn delete_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    users::delete(&s, &permit, &src, id).await?;
+    users::delete(&s, &permit, &src, tx, id).await?;
     no_content()
 }
 
@@ -65,10 +76,11 @@ pub async fn assign_role(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<membership::AssignRole>,
 ) -> Answer {
-    let (user, new) = membership::assign_role(&s, &permit, &src, id, input).await?;
+    let (user, new) = membership::assign_role(&s, &permit, &src, tx, id, input).await?;
     if new { created("user", user) } else { ok("user", user) }
 }
 
@@ -76,9 +88,10 @@ pub async fn revoke_role(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath((id, role)): ApiPath<(Uuid, String)>,
 ) -> Answer {
-    membership::revoke_role(&s, &permit, &src, id, &role).await?;
+    membership::revoke_role(&s, &permit, &src, tx, id, &role).await?;
     no_content()
 }
 
@@ -86,6 +99,7 @@ pub async fn approve_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     body: Bytes,
 ) -> Answer {
@@ -95,122 +109,128 @@ pub async fn approve_user(
     } else {
         crate::http::json::parse(&body)?
     };
-    ok("user", membership::approve(&s, &permit, &src, id, input).await?)
+    ok("user", membership::approve(&s, &permit, &src, tx, id, input).await?)
 }
 
 pub async fn reject_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    membership::reject(&s, &permit, &src, id).await?;
+    membership::reject(&s, &permit, &src, tx, id).await?;
     no_content()
 }
 
-pub async fn list_roles(State(s): State<AppState>, permit: Permit) -> Answer {
-    ok("roles", roles::list(&s, &permit).await?)
+pub async fn list_roles(State(s): State<AppState>, Tx(mut tx): Tx) -> Answer {
+    let list = roles::list(&s, &mut tx).await?;
+    committed(tx, "roles", list).await
 }
 
-pub async fn get_role(State(s): State<AppState>, permit: Permit, ApiPath(id): ApiPath<Uuid>) -> Answer {
-    ok("role", roles::get(&s, &permit, id).await?)
+pub async fn get_role(State(s): State<AppState>, Tx(mut tx): Tx, ApiPath(id): ApiPath<Uuid>) -> Answer {
+    let role = roles::get(&s, &mut tx, id).await?;
+    committed(tx, "role", role).await
 }
 
 pub async fn create_role(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiJson(input): ApiJson<roles::CreateRole>,
 ) -> Answer {
-    created("role", roles::create(&s, &permit, &src, input).await?)
+    created("role", roles::create(&s, &permit, &src, tx, input).await?)
 }
 
 pub async fn update_role(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<roles::UpdateRole>,
 ) -> Answer {
-    ok("role", roles::update(&s, &permit, &src, id, input).await?)
+    ok("role", roles::update(&s, &permit, &src, tx, id, input).await?)
 }
 
 pub async fn delete_role(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    roles::delete(&s, &permit, &src, id).await?;
+    roles::delete(&s, &permit, &src, tx, id).await?;
     no_content()
 }
 
-pub async fn list_permissions(State(s): State<AppState>, permit: Permit) -> Answer {
-    ok("permissions", roles::catalogue(&s, &permit).await?)
+pub async fn list_permissions(Tx(mut tx): Tx) -> Answer {
+    let list = roles::catalogue(&mut tx).await?;
+    committed(tx, "permissions", list).await
 }
 
-pub async fn list_departments(State(s): State<AppState>, permit: Permit) -> Answer {
-    ok("departments", attributes::list_departments(&s, &permit).await?)
+pub async fn list_departments(Tx(mut tx): Tx) -> Answer {
+    let list = attributes::list_departments(&mut tx).await?;
+    committed(tx, "departments", list).await
 }
 
 pub async fn create_department(
-    State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiJson(input): ApiJson<attributes::DepartmentInput>,
 ) -> Answer {
-    created("department", attributes::create_department(&s, &permit, &src, input).await?)
+    created("department", attributes::create_department(&permit, &src, tx, input).await?)
 }
 
 pub async fn update_department(
-    State(s): State<AppState>,
     ClientSource(src): ClientSource,
-    permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<attributes::DepartmentInput>,
 ) -> Answer {
-    ok("department", attributes::update_department(&s, &permit, &src, id, input).await?)
+    ok("department", attributes::update_department(&src, tx, id, input).await?)
 }
 
-pub async fn delete_department(
-    State(s): State<AppState>,
-    ClientSource(src): ClientSource,
-    permit: Permit,
-    ApiPath(id): ApiPath<Uuid>,
-) -> Answer {
-    attributes::delete_department(&s, &permit, &src, id).await?;
+pub async fn delete_department(ClientSource(src): ClientSource, Tx(tx): Tx, ApiPath(id): ApiPath<Uuid>) -> Answer {
+    attributes::delete_department(&src, tx, id).await?;
     no_content()
 }
 
-pub async fn list_clearances(State(s): State<AppState>, permit: Permit) -> Answer {
-    ok("clearanceLevels", attributes::list_clearances(&s, &permit).await?)
+pub async fn list_clearances(Tx(mut tx): Tx) -> Answer {
+    let list = attributes::list_clearances(&mut tx).await?;
+    committed(tx, "clearanceLevels", list).await
 }
 
 pub async fn create_clearance(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiJson(input): ApiJson<attributes::ClearanceInput>,
 ) -> Answer {
-    created("clearanceLevel", attributes::create_clearance(&s, &permit, &src, input).await?)
+    created("clearanceLevel", attributes::create_clearance(&s, &permit, &src, tx, input).await?)
 }
 
 pub async fn update_clearance(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<attributes::ClearanceInput>,
 ) -> Answer {
-    ok("clearanceLevel", attributes::update_clearance(&s, &permit, &src, id, input).await?)
+    ok("clearanceLevel", attributes::update_clearance(&s, &permit, &src, tx, id, input).await?)
 }
 
 pub async fn delete_clearance(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    attributes::delete_clearance(&s, &permit, &src, id).await?;
+    attributes::delete_clearance(&s, &permit, &src, tx, id).await?;
     no_content()
 }

@@ -110,6 +110,7 @@ pub async fn assign_role(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     input: AssignRole,
 ) -> Result<(UserView, bool), AppError> {
@@ -118,8 +119,7 @@ pub async fn assign_role(
         if input.expires_at.is_some_and(|e| e <= now) {
             return Err(AppError::invalid("expiresAt", "must be in the future").into());
         }
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        super::lock_administration(&mut tx).await?;
+        let permit = &super::begin(&mut tx, permit, now).await?;
         manageable(&mut tx, permit, id, now, false).await?;
         let role = grantable_role(&mut tx, permit, &input.role).await?;
         let admins_before = super::administrator_count(&mut tx).await?;
@@ -139,24 +139,23 @@ pub async fn assign_role(
         }));
         audit::record(&mut tx, source, entry).await?;
         let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
-        tx.commit().await?;
         Ok((view, before.is_none()))
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
 pub async fn revoke_role(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     role_name: &str,
 ) -> Result<(), AppError> {
     let outcome = async {
         let now = state.clock.now();
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        super::lock_administration(&mut tx).await?;
+        let permit = &super::begin(&mut tx, permit, now).await?;
         manageable(&mut tx, permit, id, now, false).await?;
         let role = roles::find_by_name(&mut tx, role_name).await?.ok_or(AppError::NotFound)?;
         if !roles::within_own(permit.subject(), &role.grants) {
@@ -178,11 +177,10 @@ pub async fn revoke_role(
             "after": null,
         }));
         audit::record(&mut tx, source, entry).await?;
-        tx.commit().await?;
         Ok(())
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
 #[derive(Deserialize, Default)]
@@ -198,13 +196,13 @@ pub async fn approve(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     input: Approve,
 ) -> Result<UserView, AppError> {
     let outcome = async {
         let now = state.clock.now();
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        super::lock_administration(&mut tx).await?;
+        let permit = &super::begin(&mut tx, permit, now).await?;
         let before = pending(&mut tx, permit, id, now).await?;
         let requested = match &before.requested_role {
             Some(r) => roles::find_by_name(&mut tx, r).await?.map(|r| r.name),
@@ -239,29 +237,33 @@ pub async fn approve(
         }));
         audit::record(&mut tx, source, entry).await?;
         let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
-        tx.commit().await?;
         Ok(view)
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
 /// Deletes a pending account; the audit row keeps what it was.
-pub async fn reject(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
+pub async fn reject(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<(), AppError> {
     let outcome = async {
         let now = state.clock.now();
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+        let permit = &super::begin(&mut tx, permit, now).await?;
         let before = pending(&mut tx, permit, id, now).await?;
         sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await?;
         let entry = Entry::new(Action::UserReject, Outcome::Success).target("user", id).details(json!({
             "before": snapshot(&before)
         }));
         audit::record(&mut tx, source, entry).await?;
-        tx.commit().await?;
         Ok(())
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
 async fn pending(tx: &mut TenantTx, permit: &Permit, id: Uuid, now: OffsetDateTime) -> Attempt<UserView> {

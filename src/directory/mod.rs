@@ -1,10 +1,14 @@
 //! The directory: user accounts, roles and their grants, departments and
 //! clearance levels, as administrators manage them through `/api/*`.
 //!
-//! Every operation takes the [`Permit`] its route's guard issued, runs in one
-//! tenant transaction, and writes its audit row (with before and after) in that
-//! transaction. Refusals after the guard (scope, guard rails, the last
-//! administrator) roll the change back and are recorded by [`settle`].
+//! Every operation takes the [`Permit`] its route's guard issued and the
+//! request's transaction, and writes its audit row (with before and after) in
+//! that transaction. A change of authority starts with [`begin`]: a savepoint,
+//! the tenant's administration lock, and the permit decided again on the
+//! caller's grants as they are now, so no queued request acts on a decision a
+//! concurrent revocation has made stale. Refusals after the guard (scope, guard
+//! rails, the last administrator) undo the attempt and are recorded in the same
+//! transaction by [`settle`].
 //!
 //! Guard rails, enforced here for every caller:
 //! - nobody changes their own roles, clearance, department or password (status
@@ -32,7 +36,7 @@ use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     authz::{self, Denial, Permit},
     db::TenantTx,
-    http::{AppState, error::AppError},
+    http::error::AppError,
 };
 
 /// Why a directory operation did not happen.
@@ -73,16 +77,42 @@ impl From<Denial> for Refused {
 
 pub type Attempt<T> = Result<T, Refused>;
 
-/// Answers an operation's outcome, recording refusals in the audit log.
-pub async fn settle<T>(state: &AppState, permit: &Permit, source: &Source, outcome: Attempt<T>) -> Result<T, AppError> {
+/// Starts an attempt in `tx` (see [`TenantTx::savepoint`]) without changing
+/// authority: reads and changes of things other than who may do what.
+pub async fn attempt(tx: &mut TenantTx) -> Attempt<()> {
+    tx.savepoint().await?;
+    Ok(())
+}
+
+/// Starts an authority-changing attempt in `tx`: a savepoint, the tenant's
+/// administration lock, then `permit` decided again on the caller's grants as
+/// they are now (a denial if its permission is gone). Use the returned permit.
+pub async fn begin(tx: &mut TenantTx, permit: &Permit, now: time::OffsetDateTime) -> Attempt<Permit> {
+    tx.savepoint().await?;
+    lock_administration(tx).await?;
+    Ok(permit.recheck(tx, now).await??)
+}
+
+/// Answers an operation's outcome and commits `tx`: the change with its audit
+/// rows, or, for a refusal, the attempt undone and the refusal recorded.
+pub async fn settle<T>(mut tx: TenantTx, permit: &Permit, source: &Source, outcome: Attempt<T>) -> Result<T, AppError> {
     match outcome {
-        Ok(v) => Ok(v),
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        // Dropping the transaction rolls it back: nothing to record.
         Err(Refused::App(e)) => Err(e),
-        Err(Refused::Denied(denial)) => Err(authz::refuse(&state.db, permit, source, denial).await),
+        Err(Refused::Denied(denial)) => {
+            tx.undo_attempt().await?;
+            Err(authz::refuse(tx, permit, source, denial).await)
+        }
         Err(Refused::LastAdmin { action, target }) => {
+            tx.undo_attempt().await?;
             let entry =
                 Entry::new(action, Outcome::Fail).target(target.0, target.1).details(json!({ "reason": "last_admin" }));
-            audit::record_alone(&state.db, permit.tenant_id(), Some(permit.user_id()), source, entry).await?;
+            audit::record(&mut tx, source, entry).await?;
+            tx.commit().await?;
             Err(AppError::Conflict("This would leave the organisation without an active administrator".into()))
         }
     }

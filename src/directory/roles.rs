@@ -140,18 +140,12 @@ async fn views(tx: &mut TenantTx, now: OffsetDateTime, id: Option<Uuid>) -> Resu
     Ok(out)
 }
 
-pub async fn list(state: &AppState, permit: &Permit) -> Result<Vec<RoleView>, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let roles = views(&mut tx, state.clock.now(), None).await?;
-    tx.commit().await?;
-    Ok(roles)
+pub async fn list(state: &AppState, tx: &mut TenantTx) -> Result<Vec<RoleView>, AppError> {
+    Ok(views(tx, state.clock.now(), None).await?)
 }
 
-pub async fn get(state: &AppState, permit: &Permit, id: Uuid) -> Result<RoleView, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let role = views(&mut tx, state.clock.now(), Some(id)).await?.pop().ok_or(AppError::NotFound)?;
-    tx.commit().await?;
-    Ok(role)
+pub async fn get(state: &AppState, tx: &mut TenantTx, id: Uuid) -> Result<RoleView, AppError> {
+    views(tx, state.clock.now(), Some(id)).await?.pop().ok_or(AppError::NotFound)
 }
 
 /// A permission's value in a written `permissions` object.
@@ -234,13 +228,20 @@ pub async fn create(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     input: CreateRole,
 ) -> Result<RoleView, AppError> {
-    let outcome = create_attempt(state, permit, source, input).await;
-    super::settle(state, permit, source, outcome).await
+    let outcome = create_attempt(state, permit, source, &mut tx, input).await;
+    super::settle(tx, permit, source, outcome).await
 }
 
-async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, input: CreateRole) -> Attempt<RoleView> {
+async fn create_attempt(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: &mut TenantTx,
+    input: CreateRole,
+) -> Attempt<RoleView> {
     let name = clean_name("name", &input.name, 64)?;
     let description = clean_description(input.description.as_deref().unwrap_or(""))?;
     let timeout = clean_timeout(input.session_timeout_minutes)?;
@@ -248,11 +249,11 @@ async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, inpu
     let tier = clean_tier(input.tier)?;
     let portal = input.portal.as_deref().map(|p| clean_name("portal", p, 64)).transpose()?;
     let grants = parse_grants(&input.permissions, &Grants::new())?;
+    let permit = &super::begin(tx, permit, state.clock.now()).await?;
     if !within_own(permit.subject(), &grants) {
         return Err(permit.deny("grant_exceeds_own", "You cannot grant permissions you do not hold").into());
     }
 
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let inserted = sqlx::query_scalar(
         "INSERT INTO roles (tenant_id, name, description, session_timeout_minutes, requires_mfa, mfa_type, portal, tier) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -269,7 +270,7 @@ async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, inpu
     .await;
     let id: Uuid = conflict_on_duplicate(inserted, "A role with that name already exists")?;
     for (permission, scope) in &grants {
-        insert_grant(&mut tx, id, *permission, *scope).await?;
+        insert_grant(tx, id, *permission, *scope).await?;
     }
     let entry = Entry::new(Action::RoleCreate, Outcome::Success).target("role", id).details(json!({
         "after": {
@@ -283,9 +284,8 @@ async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, inpu
             "tier": tier,
         }
     }));
-    audit::record(&mut tx, source, entry).await?;
-    let view = views(&mut tx, state.clock.now(), Some(id)).await?.pop().ok_or(AppError::NotFound)?;
-    tx.commit().await?;
+    audit::record(tx, source, entry).await?;
+    let view = views(tx, state.clock.now(), Some(id)).await?.pop().ok_or(AppError::NotFound)?;
     Ok(view)
 }
 
@@ -319,25 +319,26 @@ pub async fn update(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     input: UpdateRole,
 ) -> Result<RoleView, AppError> {
-    let outcome = update_attempt(state, permit, source, id, input).await;
-    super::settle(state, permit, source, outcome).await
+    let outcome = update_attempt(state, permit, source, &mut tx, id, input).await;
+    super::settle(tx, permit, source, outcome).await
 }
 
 async fn update_attempt(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    tx: &mut TenantTx,
     id: Uuid,
     input: UpdateRole,
 ) -> Attempt<RoleView> {
     let now = state.clock.now();
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    super::lock_administration(&mut tx).await?;
-    let before_view = views(&mut tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
-    let admins_before = super::administrator_count(&mut tx).await?;
+    let permit = &super::begin(tx, permit, now).await?;
+    let before_view = views(tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
+    let admins_before = super::administrator_count(tx).await?;
     let mut changes = serde_json::Map::new();
     let mut change = |field: &str, before: Value, after: Value| {
         if before != after {
@@ -390,7 +391,7 @@ async fn update_attempt(
     if !changes.is_empty() {
         // Renaming a role, or changing its timeout or MFA policy, changes what its
         // holders live with: only someone who could grant all of it may.
-        if !within_own(permit.subject(), &grants_of(&mut tx, id).await?) {
+        if !within_own(permit.subject(), &grants_of(tx, id).await?) {
             let denial = permit.deny("grant_exceeds_own", "You cannot edit a role with permissions you do not hold");
             return Err(Refused::Denied(denial.target("role", id)));
         }
@@ -412,18 +413,17 @@ async fn update_attempt(
         let entry = Entry::new(Action::RoleUpdate, Outcome::Success)
             .target("role", id)
             .details(json!({ "role": name, "changes": changes }));
-        audit::record(&mut tx, source, entry).await?;
+        audit::record(tx, source, entry).await?;
     }
 
     if let Some(input) = &input.permissions {
-        let current = grants_of(&mut tx, id).await?;
+        let current = grants_of(tx, id).await?;
         let wanted = parse_grants(input, &current)?;
-        change_grants(&mut tx, permit, source, id, &name, &current, &wanted).await?;
-        super::keep_an_administrator(&mut tx, admins_before, Action::RolePermissionRevoke, ("role", id)).await?;
+        change_grants(tx, permit, source, id, &name, &current, &wanted).await?;
+        super::keep_an_administrator(tx, admins_before, Action::RolePermissionRevoke, ("role", id)).await?;
     }
 
-    let view = views(&mut tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
-    tx.commit().await?;
+    let view = views(tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
     Ok(view)
 }
 
@@ -481,16 +481,27 @@ async fn change_grants(
     Ok(())
 }
 
-pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
-    let outcome = delete_attempt(state, permit, source, id).await;
-    super::settle(state, permit, source, outcome).await
+pub async fn delete(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<(), AppError> {
+    let outcome = delete_attempt(state, permit, source, &mut tx, id).await;
+    super::settle(tx, permit, source, outcome).await
 }
 
-async fn delete_attempt(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Attempt<()> {
+async fn delete_attempt(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: &mut TenantTx,
+    id: Uuid,
+) -> Attempt<()> {
     let now = state.clock.now();
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    super::lock_administration(&mut tx).await?;
-    let role = views(&mut tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
+    let permit = &super::begin(tx, permit, now).await?;
+    let role = views(tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
     if role.name.eq_ignore_ascii_case(DEFAULT_ROLE) {
         return Err(AppError::Conflict(format!(
             "The role {DEFAULT_ROLE:?} is given to new registrations and cannot be deleted"
@@ -500,7 +511,7 @@ async fn delete_attempt(state: &AppState, permit: &Permit, source: &Source, id: 
     if role.user_count > 0 {
         return Err(AppError::Conflict(format!("This role is still assigned to {} user(s)", role.user_count)).into());
     }
-    let grants = grants_of(&mut tx, id).await?;
+    let grants = grants_of(tx, id).await?;
     if !within_own(permit.subject(), &grants) {
         let denial = permit.deny("grant_exceeds_own", "You cannot delete a role with permissions you do not hold");
         return Err(Refused::Denied(denial.target("role", id)));
@@ -515,8 +526,7 @@ async fn delete_attempt(state: &AppState, permit: &Permit, source: &Source, id: 
             "requiresMfa": role.requires_mfa,
         }
     }));
-    audit::record(&mut tx, source, entry).await?;
-    tx.commit().await?;
+    audit::record(tx, source, entry).await?;
     Ok(())
 }
 
@@ -529,14 +539,12 @@ pub struct PermissionView {
     pub description: String,
 }
 
-pub async fn catalogue(state: &AppState, permit: &Permit) -> Result<Vec<PermissionView>, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+pub async fn catalogue(tx: &mut TenantTx) -> Result<Vec<PermissionView>, AppError> {
     let list = sqlx::query_as(
         "SELECT name, split_part(name, '.', 1) AS resource, split_part(name, '.', 2) AS action, description \
          FROM permissions ORDER BY name",
     )
     .fetch_all(tx.conn())
     .await?;
-    tx.commit().await?;
     Ok(list)
 }

@@ -50,6 +50,7 @@ pub struct ListQuery {
 pub async fn list(
     state: &AppState,
     permit: &Permit,
+    tx: &mut TenantTx,
     query: ListQuery,
 ) -> Result<(Vec<UserView>, Option<String>), AppError> {
     let status = query.status.as_deref().map(clean_status).transpose()?;
@@ -65,9 +66,7 @@ pub async fn list(
         only: (permit.scope() == Scope::Own).then_some(subject.user_id),
         limit: limit + 1,
     };
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let mut users = user::list_views(&mut tx, state.clock.now(), &filter).await?;
-    tx.commit().await?;
+    let mut users = user::list_views(tx, state.clock.now(), &filter).await?;
     let next = if users.len() as i64 > limit {
         users.truncate(limit as usize);
         users.last().map(|u| u.username.to_lowercase())
@@ -77,15 +76,19 @@ pub async fn list(
     Ok((users, next))
 }
 
-pub async fn get(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<UserView, AppError> {
+pub async fn get(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<UserView, AppError> {
     let outcome = async {
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
         let view = in_scope(&mut tx, permit, id, state.clock.now()).await?;
-        tx.commit().await?;
         Ok(view)
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
 /// The user `id`, if it exists (404) and the permit's scope covers it (403).
@@ -188,13 +191,20 @@ pub async fn create(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     input: CreateUser,
 ) -> Result<UserView, AppError> {
-    let outcome = create_attempt(state, permit, source, input).await;
-    super::settle(state, permit, source, outcome).await
+    let outcome = create_attempt(state, permit, source, &mut tx, input).await;
+    super::settle(tx, permit, source, outcome).await
 }
 
-async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, input: CreateUser) -> Attempt<UserView> {
+async fn create_attempt(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: &mut TenantTx,
+    input: CreateUser,
+) -> Attempt<UserView> {
     let username = input.username.trim();
     let email = input.email.trim();
     validate_username(username)?;
@@ -205,10 +215,10 @@ async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, inpu
     let hash = state.passwords.hash(&input.password).await?;
 
     let now = state.clock.now();
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let role = grantable_role(&mut tx, permit, &input.role).await?;
-    let (_, department) = placeable_department(&mut tx, permit, &input.department).await?;
-    let (_, clearance, _) = grantable_clearance(&mut tx, permit, &input.clearance_level).await?;
+    let permit = &super::begin(tx, permit, now).await?;
+    let role = grantable_role(tx, permit, &input.role).await?;
+    let (_, department) = placeable_department(tx, permit, &input.department).await?;
+    let (_, clearance, _) = grantable_clearance(tx, permit, &input.clearance_level).await?;
     let new = NewUser {
         username,
         email,
@@ -219,7 +229,7 @@ async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, inpu
         department: &department,
         clearance_level: &clearance,
     };
-    let id = match user::create(&mut tx, &new).await {
+    let id = match user::create(tx, &new).await {
         Ok(id) => id,
         Err(CreateUserError::Duplicate) => {
             return Err(AppError::Conflict("That username or email is already taken".into()).into());
@@ -239,9 +249,8 @@ async fn create_attempt(state: &AppState, permit: &Permit, source: &Source, inpu
             "status": status,
         }
     }));
-    audit::record(&mut tx, source, entry).await?;
-    let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
-    tx.commit().await?;
+    audit::record(tx, source, entry).await?;
+    let view = user::load_view(tx, id, now).await?.ok_or(AppError::NotFound)?;
     Ok(view)
 }
 
@@ -276,28 +285,29 @@ pub async fn update(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     input: UpdateUser,
 ) -> Result<UserView, AppError> {
-    let outcome = update_attempt(state, permit, source, id, input).await;
-    super::settle(state, permit, source, outcome).await
+    let outcome = update_attempt(state, permit, source, &mut tx, id, input).await;
+    super::settle(tx, permit, source, outcome).await
 }
 
 async fn update_attempt(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    tx: &mut TenantTx,
     id: Uuid,
     input: UpdateUser,
 ) -> Attempt<UserView> {
     let now = state.clock.now();
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    super::lock_administration(&mut tx).await?;
+    let permit = &super::begin(tx, permit, now).await?;
     if id == permit.user_id() && input.touches_access() {
         return Err(self_change(permit, id));
     }
-    let before = manageable(&mut tx, permit, id, now, true).await?;
-    let admins_before = super::administrator_count(&mut tx).await?;
+    let before = manageable(tx, permit, id, now, true).await?;
+    let admins_before = super::administrator_count(tx).await?;
     let mut changes = Map::new();
     let mut change = |field: &str, before: &str, after: &str| {
         if before != after {
@@ -322,12 +332,12 @@ async fn update_attempt(
     };
     change("email", &before.email, &email);
     let department = match &input.department {
-        Some(name) => placeable_department(&mut tx, permit, name).await?,
+        Some(name) => placeable_department(tx, permit, name).await?,
         None => (before.department_id, before.department.clone()),
     };
     change("department", &before.department, &department.1);
     let clearance = match &input.clearance_level {
-        Some(name) => Some(grantable_clearance(&mut tx, permit, name).await?),
+        Some(name) => Some(grantable_clearance(tx, permit, name).await?),
         None => None,
     };
     if let Some((_, name, _)) = &clearance {
@@ -374,7 +384,7 @@ async fn update_attempt(
         let entry = Entry::new(Action::UserUpdate, Outcome::Success)
             .target("user", id)
             .details(json!({ "username": username, "changes": changes }));
-        audit::record(&mut tx, source, entry).await?;
+        audit::record(tx, source, entry).await?;
     }
     if suspending {
         let entry = Entry::new(Action::UserSuspend, Outcome::Success).target("user", id).details(json!({
@@ -382,11 +392,11 @@ async fn update_attempt(
             "before": { "status": before.status },
             "after": { "status": "suspended" },
         }));
-        audit::record(&mut tx, source, entry).await?;
+        audit::record(tx, source, entry).await?;
     }
     if let Some(role) = &input.role {
-        let role = grantable_role(&mut tx, permit, role).await?;
-        super::membership::replace_roles(&mut tx, permit, source, id, &role).await?;
+        let role = grantable_role(tx, permit, role).await?;
+        super::membership::replace_roles(tx, permit, source, id, &role).await?;
     }
 
     let action = if suspending {
@@ -396,17 +406,21 @@ async fn update_attempt(
     } else {
         Action::UserUpdate
     };
-    super::keep_an_administrator(&mut tx, admins_before, action, ("user", id)).await?;
-    let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
-    tx.commit().await?;
+    super::keep_an_administrator(tx, admins_before, action, ("user", id)).await?;
+    let view = user::load_view(tx, id, now).await?.ok_or(AppError::NotFound)?;
     Ok(view)
 }
 
-pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
+pub async fn delete(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<(), AppError> {
     let outcome = async {
         let now = state.clock.now();
-        let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-        super::lock_administration(&mut tx).await?;
+        let permit = &super::begin(&mut tx, permit, now).await?;
         let before = manageable(&mut tx, permit, id, now, true).await?;
         let admins_before = super::administrator_count(&mut tx).await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await;
@@ -424,11 +438,10 @@ pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid
             "before": snapshot(&before)
         }));
         audit::record(&mut tx, source, entry).await?;
-        tx.commit().await?;
         Ok(())
     }
     .await;
-    super::settle(state, permit, source, outcome).await
+    super::settle(tx, permit, source, outcome).await
 }
 
 pub(super) fn snapshot(view: &UserView) -> Value {

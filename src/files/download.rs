@@ -22,11 +22,18 @@ use crate::{
         Permit,
         files::{FileFacts, FileOp},
     },
+    db::TenantTx,
     http::{AppState, error::AppError},
 };
 
-pub async fn download(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<Response, AppError> {
-    let (mut tx, file) = super::manage::decided(state, permit, source, id, FileOp::Download).await?;
+pub async fn download(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: TenantTx,
+    id: Uuid,
+) -> Result<Response, AppError> {
+    let (mut tx, file) = super::manage::decided(state, permit, source, tx, id, FileOp::Download).await?;
     let mut plaintext = match Plaintext::open(state, permit, &file).await {
         Ok(p) => p,
         Err(failure) => {

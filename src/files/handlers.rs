@@ -17,6 +17,7 @@ use crate::{
         AppState,
         client::ClientSource,
         error::AppError,
+        guard::Tx,
         json::ApiJson,
         params::{ApiPath, ApiQuery},
         reply::{Answer, created, no_content, ok},
@@ -35,8 +36,14 @@ pub async fn upload(
     created("file", upload::upload(&s, &permit, &src, declared, form).await?)
 }
 
-pub async fn list(State(s): State<AppState>, permit: Permit, ApiQuery(q): ApiQuery<ListQuery>) -> Answer {
-    let (files, next) = manage::list(&s, &permit, q).await?;
+pub async fn list(
+    State(s): State<AppState>,
+    permit: Permit,
+    Tx(mut tx): Tx,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Answer {
+    let (files, next) = manage::list(&s, &permit, &mut tx, q).await?;
+    tx.commit().await?;
     Ok(Json(json!({ "files": files, "nextCursor": next })).into_response())
 }
 
@@ -44,37 +51,41 @@ pub async fn get(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    ok("file", manage::get(&s, &permit, &src, id).await?)
+    ok("file", manage::get(&s, &permit, &src, tx, id).await?)
 }
 
 pub async fn download(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    download::download(&s, &permit, &src, id).await
+    download::download(&s, &permit, &src, tx, id).await
 }
 
 pub async fn classify(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<manage::Reclassify>,
 ) -> Answer {
-    ok("file", manage::classify(&s, &permit, &src, id, input).await?)
+    ok("file", manage::classify(&s, &permit, &src, tx, id, input).await?)
 }
 
 pub async fn delete(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    manage::delete(&s, &permit, &src, id).await?;
+    manage::delete(&s, &permit, &src, tx, id).await?;
     no_content()
 }
 
@@ -82,10 +93,11 @@ pub async fn share(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<shares::NewShare>,
 ) -> Answer {
-    let (share, new) = shares::create(&s, &permit, &src, id, input).await?;
+    let (share, new) = shares::create(&s, &permit, &src, tx, id, input).await?;
     if new { created("share", share) } else { ok("share", share) }
 }
 
@@ -93,17 +105,19 @@ pub async fn list_shares(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    ok("shares", shares::list(&s, &permit, &src, id).await?)
+    ok("shares", shares::list(&s, &permit, &src, tx, id).await?)
 }
 
 pub async fn unshare(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath((id, share_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Answer {
-    shares::delete(&s, &permit, &src, id, share_id).await?;
+    shares::delete(&s, &permit, &src, tx, id, share_id).await?;
     no_content()
 }

@@ -30,16 +30,16 @@ pub(super) async fn refused(mut tx: TenantTx, permit: &Permit, source: &Source, 
     recorded.await.unwrap_or_else(AppError::from)
 }
 
-/// Opens a transaction and loads file `id` for an operation decided by
-/// `decide::decide(op)`.
+/// Loads file `id` in `tx` for an operation decided by `decide::decide(op)`:
+/// `tx` back with the file, or the refusal recorded and committed.
 pub(super) async fn decided(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     op: FileOp,
 ) -> Result<(TenantTx, StoredFile), AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let changes = matches!(op, FileOp::Share | FileOp::Delete | FileOp::Classify);
     let file = catalog::stored(&mut tx, id, permit.user_id(), state.clock.now(), changes).await?;
     match decide::decide(permit, op, &file.facts) {
@@ -51,16 +51,20 @@ pub(super) async fn decided(
 pub async fn list(
     state: &AppState,
     permit: &Permit,
+    tx: &mut TenantTx,
     query: ListQuery,
 ) -> Result<(Vec<FileView>, Option<String>), AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let page = catalog::list(&mut tx, permit.subject(), &query, state.clock.now()).await?;
-    tx.commit().await?;
-    Ok(page)
+    catalog::list(tx, permit.subject(), &query, state.clock.now()).await
 }
 
-pub async fn get(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<FileView, AppError> {
-    let (mut tx, _) = decided(state, permit, source, id, FileOp::View).await?;
+pub async fn get(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: TenantTx,
+    id: Uuid,
+) -> Result<FileView, AppError> {
+    let (mut tx, _) = decided(state, permit, source, tx, id, FileOp::View).await?;
     let view = catalog::view(&mut tx, id).await?;
     tx.commit().await?;
     Ok(view)
@@ -78,10 +82,10 @@ pub async fn classify(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     id: Uuid,
     input: Reclassify,
 ) -> Result<FileView, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let file = catalog::stored(&mut tx, id, permit.user_id(), state.clock.now(), true).await?;
     let (level_id, level) = catalog::level_named(&mut tx, input.classification.trim())
         .await?
@@ -115,8 +119,14 @@ pub async fn classify(
 /// `DELETE /api/files/{id}`: the row (and its shares) goes with its audit row
 /// and a record that its object is to be removed; the object is removed after
 /// the commit (or by the sweep, if that fails).
-pub async fn delete(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<(), AppError> {
-    let (mut tx, file) = decided(state, permit, source, id, FileOp::Delete).await?;
+pub async fn delete(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: TenantTx,
+    id: Uuid,
+) -> Result<(), AppError> {
+    let (mut tx, file) = decided(state, permit, source, tx, id, FileOp::Delete).await?;
     sqlx::query("DELETE FROM files WHERE id = $1").bind(id).execute(tx.conn()).await?;
     super::pending::record(&mut tx, &file.object_key, super::pending::Purpose::Delete, state.clock.now()).await?;
     let entry = Entry::new(Action::FileDelete, Outcome::Success)

@@ -62,6 +62,7 @@ pub async fn create(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    tx: TenantTx,
     file_id: Uuid,
     input: NewShare,
 ) -> Result<(ShareView, bool), AppError> {
@@ -69,7 +70,7 @@ pub async fn create(
     if input.expires_at.is_some_and(|at| at <= now) {
         return Err(AppError::invalid("expiresAt", "must be in the future"));
     }
-    let (mut tx, file) = super::manage::decided(state, permit, source, file_id, FileOp::Share).await?;
+    let (mut tx, file) = super::manage::decided(state, permit, source, tx, file_id, FileOp::Share).await?;
     let recipient: Option<(Uuid, String, String, i32)> = sqlx::query_as(
         "SELECT u.id, u.username, c.name, c.level FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
          WHERE lower(u.username) = lower($1) AND u.status = 'active'",
@@ -131,10 +132,11 @@ pub async fn list(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    tx: TenantTx,
     file_id: Uuid,
 ) -> Result<Vec<ShareView>, AppError> {
     let now = state.clock.now();
-    let (mut tx, _) = super::manage::decided(state, permit, source, file_id, FileOp::Share).await?;
+    let (mut tx, _) = super::manage::decided(state, permit, source, tx, file_id, FileOp::Share).await?;
     let shares = sqlx::query_as(concat!(share_select!(), "WHERE s.file_id = $1 ORDER BY s.created_at, s.id"))
         .bind(file_id)
         .bind(now)
@@ -149,11 +151,12 @@ pub async fn delete(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    tx: TenantTx,
     file_id: Uuid,
     share_id: Uuid,
 ) -> Result<(), AppError> {
     let now = state.clock.now();
-    let (mut tx, file) = super::manage::decided(state, permit, source, file_id, FileOp::Share).await?;
+    let (mut tx, file) = super::manage::decided(state, permit, source, tx, file_id, FileOp::Share).await?;
     let share = sqlx::query_as::<_, ShareView>(concat!(share_select!(), "WHERE s.id = $1"))
         .bind(share_id)
         .bind(now)

@@ -10,6 +10,12 @@
 //! No half states: the row and its `file.upload` audit row commit together after
 //! the object is fully stored; a refused, oversize, interrupted or failed upload
 //! aborts the object (also when the request is dropped: see `ObjectWriter`).
+//!
+//! A stream cannot be held inside one transaction, so the upload decides where
+//! it acts, twice: before the first byte (in the transaction that records the
+//! object as in flight) and again in the transaction that inserts the row, each
+//! time on the uploader's grants, clearance and the level's rank as they are
+//! then. A revocation or a re-ranking during the stream refuses the row.
 
 use axum::extract::multipart::{Field, Multipart, MultipartError};
 use ring::digest;
@@ -20,6 +26,7 @@ use super::{
     FileView,
     catalog::{self, clean_filename},
     crypto::Sealer,
+    manage::refused,
     pending,
     storage::{ObjectWriter, Storage},
 };
@@ -29,6 +36,7 @@ use crate::{
         Permit,
         files::{self as decide, Level},
     },
+    db::TenantTx,
     http::{AppState, error::AppError},
 };
 
@@ -113,7 +121,9 @@ async fn place(
     classification: Option<&str>,
     department: Option<&str>,
 ) -> Result<Placement, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let (mut tx, permit) = current(state, permit, source, tx).await?;
+    let permit = &permit;
     let (classification_id, classification) = match classification.map(str::trim).filter(|c| !c.is_empty()) {
         None => catalog::lowest_level(&mut tx).await?,
         Some(name) => catalog::level_named(&mut tx, name)
@@ -210,7 +220,21 @@ async fn flush(writer: &mut ObjectWriter, sealed: &mut Vec<u8>) -> anyhow::Resul
     Ok(())
 }
 
-/// Inserts the row and its audit row in one transaction.
+/// The permit decided again in `tx` on the uploader as they are now, or the
+/// refusal recorded (and committed) in `tx`.
+async fn current(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+) -> Result<(TenantTx, Permit), AppError> {
+    match permit.recheck(&mut tx, state.clock.now()).await? {
+        Ok(fresh) => Ok((tx, fresh)),
+        Err(denial) => Err(crate::authz::refuse(tx, permit, source, denial).await),
+    }
+}
+
+/// Inserts the row and its audit row in one transaction, deciding again first.
 async fn record(
     state: &AppState,
     permit: &Permit,
@@ -218,7 +242,19 @@ async fn record(
     placement: &Placement,
     stored: &Stored,
 ) -> Result<FileView, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let (mut tx, permit) = current(state, permit, source, tx).await?;
+    let permit = &permit;
+    // The level may have been re-ranked or renamed while the bytes streamed.
+    let level: Option<(String, i32)> = sqlx::query_as("SELECT name, level FROM clearance_levels WHERE id = $1")
+        .bind(placement.classification_id)
+        .fetch_optional(tx.conn())
+        .await?;
+    let (name, rank) = level.ok_or_else(|| AppError::invalid("classification", "no such classification level"))?;
+    let classification = Level { name, rank };
+    if let Err(refusal) = decide::decide_upload(permit, &classification, placement.department_id) {
+        return Err(refused(tx, permit, source, refusal).await);
+    }
     pending::claim_upload(&mut tx, &stored.key).await?;
     sqlx::query(
         "INSERT INTO files (id, tenant_id, owner_id, department_id, classification_id, name, size, content_type, \
@@ -247,10 +283,10 @@ async fn record(
             "size": stored.size,
             "sha256": hex::encode(&stored.sha256),
             "contentType": stored.content_type,
-            "classification": placement.classification.name,
+            "classification": classification.name,
             "department": placement.department,
         }))
-        .classified(placement.classification.rank);
+        .classified(classification.rank);
     audit::record(&mut tx, source, entry).await?;
     let view = catalog::view(&mut tx, stored.file_id).await?;
     tx.commit().await?;

@@ -1,13 +1,24 @@
-//! The route table and its guards.
+//! The route builder and the guard: the spine of every request that needs a
+//! session.
 //!
 //! Every route is declared through [`Routes`], with who may call it on the same
 //! line: `public`, `session` (a live session), or `guarded` by a [`Permission`].
 //! The declarations are kept as data ([`RouteRule`]) so tests can walk the real
-//! table (the RBAC matrix test does), and a guarded route's handler receives the
-//! [`Permit`] its guard issued.
+//! table (the RBAC matrix test does).
+//!
+//! For every route that is not public, the guard opens the request's one
+//! transaction: it reads the (small) body first, so no connection waits on a
+//! slow client; opens the session in the transaction (`auth::extractor::open`);
+//! decides the route's permission there (a refusal is `rbac.denied`, committed
+//! with the 403); and hands the open transaction to the handler ([`Tx`]), which
+//! does its reads and writes in it and commits it. A handler that needs no more
+//! than the session (`/me`) leaves it to the guard, which commits after it.
+//! Streamed routes (uploads) get the decision but not the transaction: they
+//! decide again in each transaction of their own.
 
 use axum::{
     Router,
+    body::{Body, to_bytes},
     extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
     handler::Handler,
     http::{Method, request::Parts},
@@ -16,10 +27,16 @@ use axum::{
     routing::{MethodFilter, on},
 };
 
+use std::sync::{Arc, Mutex};
+
 use super::{AppState, client::source_of, error::AppError};
 use crate::{
-    auth::Authenticated,
+    auth::{
+        extractor::{Opened, open},
+        session,
+    },
     authz::{self, Permission, Permit},
+    db::TenantTx,
 };
 
 /// Who may call a route.
@@ -141,10 +158,10 @@ impl Routes {
             Access::Guarded(permission) => Some(permission),
             _ => None,
         };
-        // Pages always pass the guard: it sends a browser without a session to
-        // the login page.
-        if permission.is_some() || kind.html {
-            let guard = Guard { state: self.state.clone(), permission, html: kind.html };
+        // Every route but a public one passes the guard: it opens the session
+        // (and sends a browser without one to the login page).
+        if access != Access::Public {
+            let guard = Guard { state: self.state.clone(), permission, html: kind.html, stream: kind.stream };
             route = route.route_layer(from_fn_with_state(guard, enforce));
         }
         if kind.html {
@@ -171,39 +188,106 @@ struct Kind {
 #[derive(Clone)]
 struct Guard {
     state: AppState,
-    /// `None`: a page that needs only a session.
+    /// `None`: a route that needs only a session.
     permission: Option<Permission>,
     html: bool,
+    stream: bool,
 }
 
-/// Runs before a guarded route's handler (and before its body is read): 401
-/// without a session, 403 plus `rbac.denied` without the permission. For pages:
-/// a redirect to the login page, and the HTML 403 page.
+/// The largest body the guard reads before opening the transaction (JSON and
+/// forms); streamed routes are limited by their handlers.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Runs before a route's handler: 401 without a session, 403 plus
+/// `rbac.denied` without the permission (for pages: a redirect to the login
+/// page, and the HTML 403 page); otherwise the handler runs with the open
+/// transaction, the [`Authenticated`] user, the [`Me`] view and the [`Permit`].
 async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let who = match Authenticated::from_request_parts(&mut parts, &guard.state).await {
-        Ok(who) => who,
-        Err(AppError::Unauthorized) if guard.html => return crate::web::to_login(&parts.uri),
+    let state = &guard.state;
+    let Some(cookie) = session::from_headers(&state.config, &parts.headers) else {
+        return unauthenticated(&guard, &parts);
+    };
+    let body = if guard.stream {
+        body
+    } else {
+        match to_bytes(body, BODY_LIMIT).await {
+            Ok(bytes) => Body::from(bytes),
+            Err(_) => return AppError::PayloadTooLarge.into_response(),
+        }
+    };
+    let source = source_of(&parts, &state.config);
+    let Opened { mut tx, who, subject, me } = match open(state, &cookie, &source).await {
+        Ok(opened) => opened,
+        Err(AppError::Unauthorized) => return unauthenticated(&guard, &parts),
         Err(e) => return e.into_response(),
     };
-    let Some(permission) = guard.permission else {
-        return next.run(Request::from_parts(parts, body)).await;
-    };
-    let route = match parts.extensions.get::<MatchedPath>() {
-        Some(m) => m.as_str().to_string(),
-        None => parts.uri.path().to_string(),
-    };
-    let source = source_of(&parts, &guard.state.config);
-    let now = guard.state.clock.now();
-    let decision =
-        authz::authorize(&guard.state.db, &who, permission, parts.method.as_str(), &route, &source, now).await;
-    match decision {
-        Ok(permit) => {
-            parts.extensions.insert(permit);
-            next.run(Request::from_parts(parts, body)).await
+    parts.extensions.insert(who);
+    parts.extensions.insert(me);
+    if let Some(permission) = guard.permission {
+        let route = match parts.extensions.get::<MatchedPath>() {
+            Some(m) => m.as_str().to_string(),
+            None => parts.uri.path().to_string(),
+        };
+        match authz::admit(&mut tx, subject, permission, parts.method.as_str(), &route, &source).await {
+            Ok(permit) => {
+                parts.extensions.insert(permit);
+            }
+            Err(refusal @ AppError::Forbidden(_)) => {
+                if let Err(e) = tx.commit().await {
+                    return AppError::from(e).into_response();
+                }
+                return if guard.html { crate::web::forbidden_page() } else { refusal.into_response() };
+            }
+            Err(e) => return e.into_response(),
         }
-        Err(AppError::Forbidden(_)) if guard.html => crate::web::forbidden_page(),
-        Err(e) => e.into_response(),
+    }
+    if guard.stream {
+        // The decision is evidence for a streamed handler, which decides again
+        // in the transactions it opens around the stream.
+        if let Err(e) = tx.commit().await {
+            return AppError::from(e).into_response();
+        }
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let slot = RequestTx(Arc::new(Mutex::new(Some(tx))));
+    parts.extensions.insert(slot.clone());
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // The handler did not take the transaction: what the guard did commits.
+    let left = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(tx) = left
+        && let Err(e) = tx.commit().await
+    {
+        tracing::warn!(error = %e, "could not commit the request's transaction");
+    }
+    response
+}
+
+fn unauthenticated(guard: &Guard, parts: &Parts) -> Response {
+    if guard.html { crate::web::to_login(&parts.uri) } else { AppError::Unauthorized.into_response() }
+}
+
+/// The request's open transaction, until its handler takes it.
+#[derive(Clone)]
+struct RequestTx(Arc<Mutex<Option<TenantTx>>>);
+
+/// The request's one transaction, handed over by the guard: a handler does
+/// its reads and writes in it and commits it. It can be taken once; a handler
+/// on a route without a guard (or taking it twice) is a programming error and
+/// answers 500.
+pub struct Tx(pub TenantTx);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tx {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let slot = parts.extensions.get::<RequestTx>();
+        let tx = slot.and_then(|slot| slot.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        tx.map(Tx).ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "handler wants the request's transaction, which its route does not have"
+            ))
+        })
     }
 }
 

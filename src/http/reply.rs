@@ -8,6 +8,7 @@ use axum::{
 use serde_json::json;
 
 use super::error::AppError;
+use crate::db::TenantTx;
 
 /// What an API handler returns.
 pub type Answer = Result<Response, AppError>;
@@ -18,6 +19,12 @@ pub fn created(key: &str, value: impl serde::Serialize) -> Answer {
 
 pub fn ok(key: &str, value: impl serde::Serialize) -> Answer {
     Ok(Json(json!({ key: value })).into_response())
+}
+
+/// Commits the request's transaction (a read's), then answers `{key: value}`.
+pub async fn committed(tx: TenantTx, key: &str, value: impl serde::Serialize) -> Answer {
+    tx.commit().await?;
+    ok(key, value)
 }
 
 pub fn no_content() -> Answer {

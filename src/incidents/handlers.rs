@@ -16,6 +16,7 @@ use crate::{
     http::{
         AppState,
         client::ClientSource,
+        guard::Tx,
         json::ApiJson,
         params::{ApiForm, ApiPath, ApiQuery},
         reply::{Answer, created, ok},
@@ -27,6 +28,7 @@ pub async fn create(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     req: Request,
 ) -> Answer {
     let is_form = req
@@ -36,32 +38,29 @@ pub async fn create(
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if is_form {
         let ApiForm(form) = ApiForm::<admin::incidents::IncidentForm>::from_request(req, &s).await?;
-        return Ok(admin::incidents::create_from_form(&s, &permit, &src, form).await);
+        return Ok(admin::incidents::create_from_form(&s, &permit, &src, tx, form).await);
     }
     let ApiJson(input) = ApiJson::<NewIncident>::from_request(req, &s).await?;
-    created("incident", super::create(&s, &permit, &src, input).await?)
+    created("incident", super::create(&s, &permit, &src, tx, input).await?)
 }
 
 pub async fn update(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<IncidentChange>,
 ) -> Answer {
-    ok("incident", super::update(&s, &permit, &src, id, input).await?)
+    ok("incident", super::update(&s, &permit, &src, tx, id, input).await?)
 }
 
-pub async fn get(
-    State(s): State<AppState>,
-    ClientSource(src): ClientSource,
-    permit: Permit,
-    ApiPath(id): ApiPath<Uuid>,
-) -> Answer {
-    ok("incident", super::get(&s, &permit, &src, id).await?)
+pub async fn get(ClientSource(src): ClientSource, permit: Permit, Tx(tx): Tx, ApiPath(id): ApiPath<Uuid>) -> Answer {
+    ok("incident", super::get(&permit, &src, tx, id).await?)
 }
 
-pub async fn list(State(s): State<AppState>, permit: Permit, ApiQuery(q): ApiQuery<ListQuery>) -> Answer {
-    let (incidents, next) = super::list(&s, &permit, q).await?;
+pub async fn list(permit: Permit, Tx(mut tx): Tx, ApiQuery(q): ApiQuery<ListQuery>) -> Answer {
+    let (incidents, next) = super::list(&permit, &mut tx, q).await?;
+    tx.commit().await?;
     Ok(Json(json!({ "incidents": incidents, "nextCursor": next })).into_response())
 }

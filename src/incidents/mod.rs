@@ -86,15 +86,15 @@ pub fn sees_the_log(permit: &Permit) -> bool {
 }
 
 /// The incident `id` in `tx` (locked with `lock`): 404 when it does not exist,
-/// 403 and `rbac.denied` when the grant's scope does not cover it.
+/// 403 and `rbac.denied` (committed in `tx`) when the grant's scope does not
+/// cover it; otherwise `tx` back with the incident.
 pub async fn in_scope(
-    state: &AppState,
     permit: &Permit,
     source: &Source,
-    tx: &mut TenantTx,
+    mut tx: TenantTx,
     id: Uuid,
     lock: bool,
-) -> Result<IncidentView, AppError> {
+) -> Result<(TenantTx, IncidentView), AppError> {
     let sql = if lock {
         concat!(incident_select!(), "WHERE i.id = $1 FOR UPDATE OF i")
     } else {
@@ -102,10 +102,10 @@ pub async fn in_scope(
     };
     let view: IncidentView = sqlx::query_as(sql).bind(id).fetch_optional(tx.conn()).await?.ok_or(AppError::NotFound)?;
     if covers(permit, &view) {
-        return Ok(view);
+        return Ok((tx, view));
     }
     let denial = permit.deny("outside_scope", INSUFFICIENT).target("incident", id);
-    Err(authz::refuse(&state.db, permit, source, denial).await)
+    Err(authz::refuse(tx, permit, source, denial).await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,13 +147,13 @@ pub async fn create(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    mut tx: TenantTx,
     input: NewIncident,
 ) -> Result<IncidentView, AppError> {
     let title = clean_name("title", &input.title, 200)?;
     let description = clean_description(&input.description)?;
     let severity = one_of("severity", &input.severity, SEVERITIES)?;
     let now = state.clock.now();
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     if let Some(entry) = input.related_audit_log_id {
         // Row-level security hides other tenants' entries, and without
         // admin.view_logs every entry is hidden: all are equally "unknown".
@@ -197,6 +197,7 @@ pub async fn update(
     state: &AppState,
     permit: &Permit,
     source: &Source,
+    tx: TenantTx,
     id: Uuid,
     input: IncidentChange,
 ) -> Result<IncidentView, AppError> {
@@ -205,8 +206,7 @@ pub async fn update(
     }
     let status = input.status.as_deref().map(|s| one_of("status", s, STATUSES)).transpose()?;
     let severity = input.severity.as_deref().map(|s| one_of("severity", s, SEVERITIES)).transpose()?;
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let before = in_scope(state, permit, source, &mut tx, id, true).await?;
+    let (mut tx, before) = in_scope(permit, source, tx, id, true).await?;
     let (old_status, old_severity) = (before.status, before.severity);
     let mut changes = Map::new();
     for (field, old, new) in [("status", &old_status, &status), ("severity", &old_severity, &severity)] {
@@ -241,9 +241,8 @@ pub async fn load(tx: &mut TenantTx, id: Uuid) -> Result<Option<IncidentView>, s
     sqlx::query_as(concat!(incident_select!(), "WHERE i.id = $1")).bind(id).fetch_optional(tx.conn()).await
 }
 
-pub async fn get(state: &AppState, permit: &Permit, source: &Source, id: Uuid) -> Result<IncidentView, AppError> {
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let view = in_scope(state, permit, source, &mut tx, id, false).await?;
+pub async fn get(permit: &Permit, source: &Source, tx: TenantTx, id: Uuid) -> Result<IncidentView, AppError> {
+    let (tx, view) = in_scope(permit, source, tx, id, false).await?;
     tx.commit().await?;
     Ok(view.seen_by(permit))
 }
@@ -261,8 +260,8 @@ pub struct ListQuery {
 /// Incidents newest first, filtered by status and severity, one page at a time,
 /// within the grant's scope.
 pub async fn list(
-    state: &AppState,
     permit: &Permit,
+    tx: &mut TenantTx,
     query: ListQuery,
 ) -> Result<(Vec<IncidentView>, Option<String>), AppError> {
     let status = query.status.as_deref().map(|s| one_of("status", s, STATUSES)).transpose()?;
@@ -273,7 +272,6 @@ pub async fn list(
     }
     let after = query.after.as_deref().map(crate::http::params::parse_cursor).transpose()?;
     let subject = permit.subject();
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
     let rows: Vec<IncidentView> = sqlx::query_as(concat!(
         incident_select!(),
         "WHERE ($1::text IS NULL OR i.status = $1) AND ($2::text IS NULL OR i.severity = $2) \
@@ -291,7 +289,6 @@ pub async fn list(
     .bind(subject.department_id)
     .fetch_all(tx.conn())
     .await?;
-    tx.commit().await?;
     let rows = rows.into_iter().map(|i| i.seen_by(permit)).collect();
     Ok(crate::http::params::finish_page(rows, limit, |i| (i.created_at, i.id)))
 }

@@ -18,13 +18,14 @@ use uuid::Uuid;
 
 use super::{Nav, render};
 use crate::{
-    auth::Authenticated,
+    auth::{Authenticated, Me},
     authz::{Permission, Permit, Scope},
     files::{FileView, catalog::ListQuery, manage, shares, upload},
     http::{
         AppState,
         client::ClientSource,
         error::AppError,
+        guard::Tx,
         params::{ApiForm, ApiPath, ApiQuery},
     },
 };
@@ -121,7 +122,9 @@ fn problem(code: Option<&str>) -> Option<&'static str> {
 pub async fn page(
     State(state): State<AppState>,
     who: Authenticated,
+    me: Me,
     permit: Permit,
+    Tx(mut tx): Tx,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, AppError> {
     let subject = permit.subject();
@@ -132,9 +135,8 @@ pub async fn page(
         limit: Some(50),
         after: q.after.clone().filter(|s| !s.is_empty()),
     };
-    let (files, next) = manage::list(&state, &permit, list).await?;
-    let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-    let nav = Nav::load(&mut tx, &who, subject).await?;
+    let (files, next) = manage::list(&state, &permit, &mut tx, list).await?;
+    let nav = Nav::new(&me, &who, subject);
     let levels: Vec<(String, String)> =
         sqlx::query_as("SELECT name, color FROM clearance_levels WHERE level <= $1 ORDER BY level")
             .bind(subject.clearance_rank)
@@ -238,6 +240,7 @@ pub async fn share(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
     ApiForm(form): ApiForm<ShareForm>,
 ) -> Response {
@@ -249,7 +252,7 @@ pub async fn share(
         },
     };
     let input = shares::NewShare { username: form.username, expires_at };
-    match shares::create(&state, &permit, &source, id, input).await {
+    match shares::create(&state, &permit, &source, tx, id, input).await {
         Ok(_) => back("done=shared"),
         Err(AppError::Forbidden(_)) => back("error=share_denied"),
         Err(AppError::NotFound) => back("error=not_found"),
@@ -263,9 +266,10 @@ pub async fn revoke(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
     permit: Permit,
+    Tx(tx): Tx,
     ApiPath((id, share_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Response {
-    match shares::delete(&state, &permit, &source, id, share_id).await {
+    match shares::delete(&state, &permit, &source, tx, id, share_id).await {
         Ok(()) => back("done=unshared"),
         Err(AppError::Forbidden(_)) => back("error=share_denied"),
         Err(AppError::NotFound) => back("error=not_found"),

@@ -21,6 +21,7 @@ use crate::{
         AppState,
         client::ClientSource,
         error::AppError,
+        guard::Tx,
         params::{ApiForm, ApiQuery},
     },
 };
@@ -106,8 +107,13 @@ pub async fn submit(
 }
 
 /// `POST /logout` (a form with `csrf_token`): ends the session, back to login.
-pub async fn logout(State(state): State<AppState>, ClientSource(source): ClientSource, who: Authenticated) -> Response {
-    if let Err(e) = account::logout(&state, &source, &who).await {
+pub async fn logout(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    Tx(tx): Tx,
+) -> Response {
+    if let Err(e) = account::logout(&source, tx, &who).await {
         return e.into_response();
     }
     ([(header::SET_COOKIE, session::clear_cookie(&state.config))], Redirect::to("/login")).into_response()

@@ -22,9 +22,8 @@ use axum::{
 };
 
 use crate::{
-    auth::Authenticated,
+    auth::{Authenticated, Me},
     authz::{Permission, Subject},
-    db::TenantTx,
     http::error::{AppError, PublicMessage},
 };
 
@@ -140,19 +139,17 @@ pub struct Nav {
 }
 
 impl Nav {
-    pub async fn load(tx: &mut TenantTx, who: &Authenticated, subject: &Subject) -> Result<Nav, sqlx::Error> {
-        let username: String = sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
-            .bind(who.user_id)
-            .fetch_one(tx.conn())
-            .await?;
-        Ok(Nav {
-            username,
+    /// The header for the signed-in user, from what the request's first
+    /// statement found (no query of its own).
+    pub fn new(me: &Me, who: &Authenticated, subject: &Subject) -> Nav {
+        Nav {
+            username: me.0.username.clone(),
             csrf: who.cookie.csrf_token(),
             view_logs: subject.holds(Permission::AdminViewLogs),
             incidents: subject.holds(Permission::IncidentManage),
             users: subject.holds(Permission::UsersView),
             roles: subject.holds(Permission::AdminManageRoles),
-        })
+        }
     }
 }
 
