@@ -173,3 +173,64 @@ async fn editing_a_role_one_could_not_grant_is_refused_like_changing_its_permiss
         rm.put(&format!("/api/roles/{student}"), json!({ "description": "first-year accounts" })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// Requests of an administrator that are queued behind the administration lock
+/// when their `admin` role is revoked: each was admitted by the guard, but none
+/// may act on that admission once the revocation has committed.
+#[tokio::test]
+async fn queued_role_assignments_of_a_demoted_administrator_never_commit_after_the_revocation() {
+    let app = TestApp::spawn().await;
+    let (_a, _a_id, b, b_id) = two_admins(&app).await;
+    let mut targets = Vec::new();
+    for i in 0..30 {
+        targets.push(app.create_user(&format!("target{i}"), "student", "General", "public").await);
+    }
+    // Hold the tenant's administration lock, as a revocation in progress does.
+    let mut holder = app.owner_conn().await;
+    let key = format!("fortifile.admins.{}", app.default_tenant);
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(&key).execute(&mut holder).await.unwrap();
+    let b = std::sync::Arc::new(b);
+    let mut burst = Vec::new();
+    for target in &targets {
+        let (b, path) = (b.clone(), format!("/api/users/{target}/roles"));
+        burst.push(tokio::spawn(async move { b.post(&path, json!({ "role": "admin" })).await.0 }));
+    }
+    // Wait until as many as the server's pool holds (5 in tests) have passed
+    // the guard and wait on the lock; the rest wait for a connection.
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .fetch_one(&mut app.owner_conn().await)
+            .await
+            .unwrap()
+    };
+    for _ in 0..400 {
+        if waiting().await >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let queued = waiting().await;
+    assert!(queued >= 5, "assignments admitted by the guard are queued on the lock: {queued}");
+    // The revocation commits (here by the owner), then the lock is released.
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1").bind(b_id).execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))").bind(&key).execute(&mut holder).await.unwrap();
+    let mut statuses = Vec::new();
+    for request in burst {
+        statuses.push(request.await.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == StatusCode::FORBIDDEN), "{statuses:?}");
+    let admins: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE r.name = 'admin' AND ur.user_id = ANY($1)",
+    )
+    .bind(&targets)
+    .fetch_one(&mut app.owner_conn().await)
+    .await
+    .unwrap();
+    assert_eq!(admins, 0, "no assignment committed after the revocation");
+    // The queued ones were admitted by the guard and refused where they act;
+    // the later ones are refused by the guard itself.
+    let denied = app.audit("rbac.denied").await;
+    assert_eq!(denied.len(), 30);
+    let revoked = denied.iter().filter(|r| r.details["reason"] == "permission_revoked").count() as i64;
+    assert!(revoked >= queued, "{revoked} refused after the lock, {queued} were queued");
+}
