@@ -58,6 +58,11 @@ pub struct Config {
     pub dashboard_timeout: Duration,
     /// `FORTIFILE_REGISTRATION_LIMIT`: registration attempts per client address.
     pub registration_limit: Threshold,
+    /// `FORTIFILE_DB_POOL_SIZE`: connections to PostgreSQL. Every request holds
+    /// one for its whole transaction, so this bounds the requests in the
+    /// database at once; past what the database's cores can run, more only
+    /// make PostgreSQL switch between backends (see ARCHITECTURE.md).
+    pub db_pool_size: u32,
 }
 
 /// "At least `count` events within `minutes` minutes", for one highlight rule.
@@ -210,6 +215,13 @@ impl Config {
         };
         let dashboard_timeout = seconds(&get, "FORTIFILE_DASHBOARD_TIMEOUT", 30)?;
         let registration_limit = threshold("FORTIFILE_REGISTRATION_LIMIT", 20, 60)?;
+        let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
+        let db_pool_size = match get("FORTIFILE_DB_POOL_SIZE") {
+            None => (2 * cores + 2).clamp(4, 64),
+            Some(v) => v.trim().parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                bad("FORTIFILE_DB_POOL_SIZE", format!("expected a number of connections from 1 to 1000, got {v:?}"))
+            })?,
+        };
 
         Ok(Config {
             bind,
@@ -227,6 +239,7 @@ impl Config {
             highlights,
             dashboard_timeout,
             registration_limit,
+            db_pool_size,
         })
     }
 
@@ -339,6 +352,7 @@ mod tests {
             ("FORTIFILE_HIGHLIGHT_FAILED_LOGINS", "0/15"),
             ("FORTIFILE_DASHBOARD_TIMEOUT", "forever"),
             ("FORTIFILE_REGISTRATION_LIMIT", "twenty"),
+            ("FORTIFILE_DB_POOL_SIZE", "0"),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -21,7 +21,7 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(300);
 const AUDIT_MONTHS_AHEAD: i32 = 12;
 
 pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
-    let db = super::connect(target, 20).await?;
+    let db = super::connect(target, config.db_pool_size).await?;
     setup::verify_least_privilege(&db).await?;
     let report = seed::seed_default(&target.owner, &db).await?;
     tracing::info!(%report, "default data checked");
