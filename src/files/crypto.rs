@@ -19,6 +19,8 @@
 
 use std::{fmt, path::Path};
 
+use bytes::{Bytes, BytesMut};
+
 use ring::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
     digest,
@@ -259,24 +261,52 @@ impl Sealer {
     }
 }
 
-/// Decrypts the object layout as it streams in. Nothing is returned from a
-/// segment until its tag has been verified.
+/// Decrypts the object layout as it streams in, in place: each segment is
+/// opened where it arrived and handed on as a slice of the same buffer (no
+/// copy, unless a chunk boundary splits a segment). Nothing is returned from a
+/// segment until its tag has been verified. The plaintext length (the file
+/// row's size) tells which segment is the last, so none is held back; the
+/// last-segment flag in every segment's AAD still proves it, so a cut, an
+/// extension or a wrong length fails authentication.
 pub struct Opener {
     key: DataKey,
     header: Option<[u8; HEADER_LEN]>,
     counter: u64,
-    buffer: Vec<u8>,
+    /// Segments in the object, and the sealed length of the last one.
+    segments: u64,
+    last_sealed: usize,
+    buffer: BytesMut,
+    /// A segment failed: what was sound before it has been handed on; nothing more is.
+    failed: bool,
 }
 
 impl Opener {
-    pub fn new(key: DataKey) -> Opener {
-        Opener { key, header: None, counter: 0, buffer: Vec::with_capacity(2 * (SEGMENT_SIZE + TAG_LEN)) }
+    pub fn new(key: DataKey, plaintext_len: u64) -> Opener {
+        let segments = plaintext_len.div_ceil(SEGMENT_SIZE as u64).max(1);
+        let last_plain = plaintext_len - (segments - 1) * SEGMENT_SIZE as u64;
+        Opener {
+            key,
+            header: None,
+            counter: 0,
+            segments,
+            last_sealed: last_plain as usize + TAG_LEN,
+            buffer: BytesMut::new(),
+            failed: false,
+        }
     }
 
-    /// Takes ciphertext; returns the plaintext of every segment now complete and
-    /// known not to be the last.
-    pub fn push(&mut self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.buffer.extend_from_slice(data);
+    /// Takes ciphertext; returns the plaintext of every segment now complete,
+    /// as slices of the chunk it arrived in.
+    pub fn push(&mut self, chunk: Bytes) -> Result<Vec<Bytes>, CryptoError> {
+        if self.failed {
+            return Err(CryptoError::Integrity);
+        }
+        if self.buffer.is_empty() {
+            // The reader's own buffer becomes ours: opened in place, no copy.
+            self.buffer = chunk.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        } else {
+            self.buffer.extend_from_slice(&chunk);
+        }
         if self.header.is_none() {
             if self.buffer.len() < HEADER_LEN {
                 return Ok(Vec::new());
@@ -287,32 +317,47 @@ impl Opener {
                 return Err(CryptoError::Integrity);
             }
             self.header = Some(header);
-            self.buffer.drain(..HEADER_LEN);
+            let _ = self.buffer.split_to(HEADER_LEN);
         }
-        // Every whole segment followed by more data is not the last: open those
-        // in place, then drop them from the buffer at once.
-        const SEALED: usize = SEGMENT_SIZE + TAG_LEN;
-        let complete = self.buffer.len().saturating_sub(1) / SEALED;
-        let mut plain = Vec::with_capacity(complete * SEGMENT_SIZE);
-        let mut buffer = std::mem::take(&mut self.buffer);
-        for segment in buffer[..complete * SEALED].chunks_exact_mut(SEALED) {
-            plain.extend_from_slice(self.open(segment, false)?);
+        let mut plain = Vec::new();
+        loop {
+            if self.counter >= self.segments {
+                // Bytes past the last segment: the object is not what was stored.
+                return if self.buffer.is_empty() { Ok(plain) } else { Err(CryptoError::Integrity) };
+            }
+            let last = self.counter + 1 == self.segments;
+            let sealed = if last { self.last_sealed } else { SEGMENT_SIZE + TAG_LEN };
+            if self.buffer.len() < sealed {
+                return Ok(plain);
+            }
+            let mut segment = self.buffer.split_to(sealed);
+            let len = match self.open(&mut segment, last) {
+                Ok(len) => len,
+                // The segments before this one verified: hand them on, then fail.
+                Err(e) if plain.is_empty() => return Err(e),
+                Err(_) => {
+                    self.failed = true;
+                    return Ok(plain);
+                }
+            };
+            segment.truncate(len);
+            if len > 0 {
+                plain.push(segment.freeze());
+            }
         }
-        buffer.drain(..complete * SEALED);
-        self.buffer = buffer;
-        Ok(plain)
     }
 
-    /// At the end of the object: the last segment's plaintext.
-    pub fn finish(mut self) -> Result<Vec<u8>, CryptoError> {
-        if self.header.is_none() || self.buffer.len() < TAG_LEN {
-            return Err(CryptoError::Integrity);
+    /// At the end of the object: every segment must have arrived and opened.
+    pub fn finish(self) -> Result<(), CryptoError> {
+        if !self.failed && self.header.is_some() && self.counter == self.segments && self.buffer.is_empty() {
+            Ok(())
+        } else {
+            Err(CryptoError::Integrity)
         }
-        let mut segment = std::mem::take(&mut self.buffer);
-        Ok(self.open(&mut segment, true)?.to_vec())
     }
 
-    fn open<'a>(&mut self, segment: &'a mut [u8], last: bool) -> Result<&'a [u8], CryptoError> {
+    /// Opens `segment` in place; returns the length of its plaintext.
+    fn open(&mut self, segment: &mut [u8], last: bool) -> Result<usize, CryptoError> {
         let header = self.header.as_ref().ok_or(CryptoError::Integrity)?;
         let prefix: [u8; 4] = header[8..].try_into().expect("4 bytes");
         let aad = segment_aad(header, self.key.file, last);
@@ -322,7 +367,7 @@ impl Opener {
             .open_in_place(nonce(&prefix, self.counter), Aad::from(&aad), segment)
             .map_err(|_| CryptoError::Integrity)?;
         self.counter += 1;
-        Ok(plain)
+        Ok(plain.len())
     }
 }
 
@@ -350,13 +395,15 @@ mod tests {
         out
     }
 
-    fn open(key: DataKey, object: &[u8], chunk: usize) -> Result<Vec<u8>, CryptoError> {
-        let mut opener = Opener::new(key);
+    fn open(key: DataKey, object: &[u8], len: usize, chunk: usize) -> Result<Vec<u8>, CryptoError> {
+        let mut opener = Opener::new(key, len as u64);
         let mut plain = Vec::new();
         for piece in object.chunks(chunk.max(1)) {
-            plain.extend(opener.push(piece)?);
+            for part in opener.push(Bytes::copy_from_slice(piece))? {
+                plain.extend_from_slice(&part);
+            }
         }
-        plain.extend(opener.finish()?);
+        opener.finish()?;
         Ok(plain)
     }
 
@@ -375,7 +422,11 @@ mod tests {
                 let (seal_key, open_key) = keys(&m);
                 let object = seal(seal_key, &data, write);
                 assert_eq!(object.len() as u64, sealed_len(len as u64));
-                assert_eq!(open(open_key, &object, read).unwrap(), data, "len {len}");
+                assert_eq!(open(open_key, &object, len, read).unwrap(), data, "len {len}");
+                // A wrong plaintext length is an integrity failure, never wrong bytes.
+                let (seal_key, open_key) = keys(&m);
+                let object = seal(seal_key, &data, write);
+                assert!(open(open_key, &object, len + 1, read).is_err(), "len {len} + 1");
             }
         }
     }
@@ -392,8 +443,23 @@ mod tests {
             let mut object = seal(key, &data, 4096);
             object[at] ^= 1;
             let key = m.open_data_key(m.id(), tenant, file, &wrapped).unwrap();
-            assert!(matches!(open(key, &object, 5000), Err(CryptoError::Integrity)), "flip at {at}");
+            assert!(matches!(open(key, &object, data.len(), 5000), Err(CryptoError::Integrity)), "flip at {at}");
         }
+    }
+
+    #[test]
+    fn a_chunk_holding_a_bad_segment_yields_the_sound_ones_before_it_and_nothing_after() {
+        let m = master();
+        let data: Vec<u8> = (0..3 * SEGMENT_SIZE + 10).map(|i| (i % 251) as u8).collect();
+        let (seal_key, open_key) = keys(&m);
+        let mut object = seal(seal_key, &data, 4096);
+        object[HEADER_LEN + SEGMENT_SIZE + TAG_LEN + 5] ^= 1; // inside the second segment
+        let mut opener = Opener::new(open_key, data.len() as u64);
+        let first = opener.push(Bytes::from(object)).unwrap();
+        assert_eq!(first.len(), 1, "only the first segment verified");
+        assert_eq!(&first[0][..], &data[..SEGMENT_SIZE]);
+        assert!(opener.push(Bytes::from_static(b"more")).is_err());
+        assert!(opener.finish().is_err());
     }
 
     #[test]
@@ -405,12 +471,12 @@ mod tests {
         let boundary = HEADER_LEN + SEGMENT_SIZE + TAG_LEN;
         for cut in [full.len() - 1, boundary * 2 - HEADER_LEN, boundary, HEADER_LEN + 3, 4] {
             let (_, open_key) = keys(&m);
-            assert!(open(open_key, &full[..cut], 777).is_err(), "cut at {cut}");
+            assert!(open(open_key, &full[..cut], data.len(), 777).is_err(), "cut at {cut}");
         }
         let (seal_key, open_key) = keys(&m);
         let mut longer = seal(seal_key, &data, 9999);
         longer.extend_from_slice(&[0u8; 20]);
-        assert!(open(open_key, &longer, 777).is_err());
+        assert!(open(open_key, &longer, data.len(), 777).is_err());
     }
 
     #[test]

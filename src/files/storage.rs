@@ -22,7 +22,6 @@ use object_store::{
     path::Path, prefix::PrefixStore,
 };
 use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
 use crate::config::StorageSpec;
@@ -32,8 +31,6 @@ const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Parts uploading at once per upload; with [`PART_SIZE`] this bounds an
 /// upload's buffers to about 15 MiB.
 const PARTS_IN_FLIGHT: usize = 2;
-/// Block size for reading local objects.
-const READ_SIZE: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Storage {
@@ -108,27 +105,43 @@ impl Storage {
         })
     }
 
-    /// The object `key`, streamed. A local file is read in [`READ_SIZE`] blocks
-    /// (the store's own file stream reads small chunks, each on the blocking pool).
-    pub async fn read(&self, key: &str) -> anyhow::Result<BoxStream<'static, anyhow::Result<Bytes>>> {
+    /// The object `key`, streamed: a local file in blocks of `first` bytes, then
+    /// `block` bytes (whole segments, so the decryption never has to copy), each
+    /// read on the blocking pool straight into its buffer (the store's own file
+    /// stream reads small chunks and copies them); S3 as the store streams it.
+    pub async fn read(
+        &self,
+        key: &str,
+        first: usize,
+        block: usize,
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Bytes>>> {
         let got = self.store.get(&Path::parse(key)?).await.context("reading a stored object")?;
         match got.payload {
-            GetResultPayload::File(file, _) => {
-                let mut file = tokio::fs::File::from_std(file);
-                file.seek(std::io::SeekFrom::Start(got.range.start)).await?;
+            GetResultPayload::File(mut file, _) => {
+                use std::io::{Read, Seek};
+                file.seek(std::io::SeekFrom::Start(got.range.start)).context("reading a stored object")?;
                 let remaining = got.range.end - got.range.start;
-                let blocks = futures::stream::try_unfold((file, remaining), |(mut file, remaining)| async move {
-                    if remaining == 0 {
-                        return Ok(None);
-                    }
-                    let mut block = vec![0u8; READ_SIZE.min(remaining as usize)];
-                    let n = file.read(&mut block).await.context("reading a stored object")?;
-                    if n == 0 {
-                        anyhow::bail!("a stored object ended early");
-                    }
-                    block.truncate(n);
-                    Ok(Some((Bytes::from(block), (file, remaining - n as u64))))
-                });
+                let blocks = futures::stream::try_unfold(
+                    (Some(file), remaining, first),
+                    move |(file, remaining, size)| async move {
+                        let Some(file) = file.filter(|_| remaining > 0) else { return Ok(None) };
+                        let want = (size as u64).min(remaining);
+                        let (file, bytes) = tokio::task::spawn_blocking(move || {
+                            // `read_to_end` fills spare capacity: no zeroing, no copy.
+                            let mut buffer = Vec::with_capacity(want as usize);
+                            let read = (&file).take(want).read_to_end(&mut buffer);
+                            (file, read.map(|_| buffer))
+                        })
+                        .await
+                        .context("reading a stored object")?;
+                        let bytes = bytes.context("reading a stored object")?;
+                        if bytes.is_empty() {
+                            anyhow::bail!("a stored object ended early");
+                        }
+                        let left = remaining - bytes.len() as u64;
+                        Ok(Some((Bytes::from(bytes), (Some(file), left, block))))
+                    },
+                );
                 Ok(blocks.boxed())
             }
             GetResultPayload::Stream(stream) => Ok(stream.map_err(anyhow::Error::from).boxed()),
