@@ -156,7 +156,8 @@ impl TenantTx {
     /// `timeout`. Queries with optional filters (`$1 IS NULL OR …`) need the
     /// first: a cached generic plan cannot drop the absent filters, so it walks
     /// the whole table in order instead of using the index of the filter that is
-    /// present. The second bounds what any range can cost: a cancelled statement
+    /// present; the highlights' sorts get 32 MB of memory instead of spilling to
+    /// disk. The timeout bounds what any range can cost: a cancelled statement
     /// is a 503 (see `AppError`), and the connection is free again.
     pub async fn for_log_reading(&mut self, timeout: Duration) -> Result<(), sqlx::Error> {
         if self.log_reading {
@@ -166,7 +167,7 @@ impl TenantTx {
         let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
         sqlx::query(
             "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
-                    set_config('statement_timeout', $1, true)",
+                    set_config('statement_timeout', $1, true), set_config('work_mem', '32MB', true)",
         )
         .bind(millis)
         .execute(&mut *self.tx)
