@@ -333,3 +333,44 @@ async fn an_upload_whose_in_flight_record_a_sweep_already_settled_is_refused_and
     assert_eq!(file_rows(&app).await, 0);
     assert!(objects(&app).is_empty(), "{:?}", objects(&app));
 }
+
+#[tokio::test]
+async fn an_upload_whose_session_ends_while_it_streams_is_refused_where_it_would_be_recorded() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("slow.bin");
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let (client, base, csrf) = (staff.client.clone(), staff.base.clone(), staff.csrf.clone());
+    let upload = tokio::spawn(async move {
+        client.post(format!("{base}/api/files")).header("x-csrf-token", &csrf).multipart(form).send().await
+    });
+    tx.send(Ok(vec![5u8; 1 << 20])).await.unwrap();
+    let mut conn = app.owner_conn().await;
+    for _ in 0..200 {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pending_objects").fetch_one(&mut conn).await.unwrap();
+        if pending > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The same person signs out (from another tab) while the bytes stream.
+    let (status, _) = staff.post("/auth/logout", serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    tx.send(Ok(vec![6u8; 1 << 20])).await.unwrap();
+    drop(tx);
+    let status = upload.await.unwrap().unwrap().status();
+    assert_eq!(status, StatusCode::FORBIDDEN, "decided again where the row would be written");
+    assert_eq!(file_rows(&app).await, 0);
+    let denied = app.audit("rbac.denied").await;
+    assert_eq!(denied.last().unwrap().details["reason"], "permission_revoked");
+    for _ in 0..100 {
+        if objects(&app).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(objects(&app).is_empty(), "{:?}", objects(&app));
+}

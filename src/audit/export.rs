@@ -108,9 +108,13 @@ pub async fn export(
         async move {
             let Some(cursor) = cursor else { return Ok(None) };
             filter.after = Some(cursor);
+            // Each page decides again: a revoked admin.view_logs (or an ended
+            // session) stops the export at the next page.
             let page = async {
                 let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
-                let page = query::list(&state, &permit, &mut tx, &filter).await?;
+                let current = permit.recheck(&mut tx, state.clock.now()).await?;
+                let current = current.map_err(|_| AppError::forbidden(crate::authz::INSUFFICIENT))?;
+                let page = query::list(&state, &current, &mut tx, &filter).await?;
                 tx.commit().await?;
                 Ok::<_, AppError>(page)
             };

@@ -113,10 +113,15 @@ pub async fn open(state: &AppState, cookie: &SessionCookie, source: &Source) -> 
         tx.commit().await?;
         return Err(AppError::Unauthorized);
     }
-    // The idle timer is written at most once per `idle / 20`, at least every minute.
+    // The idle timer is written at most once per `idle / 20`, at least every
+    // minute, in a short transaction of its own: the session row is not locked
+    // for the rest of the request, and a request that fails still counts as
+    // activity.
     let refresh_every = (idle / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
     if now - row.last_seen_at >= refresh_every {
-        session::touch(&mut tx, row.session_id, now).await?;
+        let mut touch = state.db.tenant_tx(cookie.tenant, Some(row.user_id)).await?;
+        session::touch(&mut touch, row.session_id, now).await?;
+        touch.commit().await?;
     }
     let who = Authenticated {
         tenant_id: cookie.tenant,

@@ -73,18 +73,24 @@ impl Passwords {
         Ok(Passwords { dummy_hash: dummy_hash.into(), ..passwords })
     }
 
-    /// Runs `work` on the blocking pool with a permit and its memory.
+    /// Runs `work` on the blocking pool with a permit and its memory. The
+    /// permit travels with the work, so it is released only when the work is
+    /// done (not when a caller that gave up drops its future), and the memory
+    /// goes back to the pool however the work ends.
     async fn with_memory<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self.permits.acquire().await.context("password hasher closed")?;
+        let permit = self.permits.clone().acquire_owned().await.context("password hasher closed")?;
         let pool = self.memory.clone();
         tokio::task::spawn_blocking(move || {
-            let mut memory = pool.lock().unwrap_or_else(|e| e.into_inner()).pop().context("no hashing memory free")?;
-            let result = work(&mut memory);
-            pool.lock().unwrap_or_else(|e| e.into_inner()).push(memory);
-            Ok(result)
+            let _permit = permit;
+            let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            // Never empty while permits and blocks are paired; should it be, a
+            // block of its own (returned to the pool after) keeps the hash going.
+            let memory = taken.unwrap_or_else(|| vec![Block::default(); params().block_count()]);
+            let mut lent = Lent { memory: Some(memory), pool };
+            Ok(work(lent.memory.as_mut().expect("lent memory")))
         })
         .await
         .context("hashing task panicked")?
@@ -104,6 +110,21 @@ impl Passwords {
         let password = password.clone();
         let matched = self.with_memory(move |memory| verify_with(memory, password.expose_secret(), &phc)).await?;
         Ok(known && matched)
+    }
+}
+
+/// Working memory on loan from the pool; it goes back when dropped, also
+/// when the work panicked.
+struct Lent {
+    memory: Option<Memory>,
+    pool: Arc<Mutex<Vec<Memory>>>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(memory) = self.memory.take() {
+            self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(memory);
+        }
     }
 }
 
@@ -244,5 +265,27 @@ mod tests {
         let stronger = strong.hash_password(pw.expose_secret().as_bytes()).unwrap().to_string();
         assert!(p.verify(&pw, Some(&stronger)).await.unwrap());
         assert!(!p.verify(&SecretString::from("nope nope nope"), Some(&stronger)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_mid_hash_keeps_neither_a_permit_nor_the_memory_from_the_next() {
+        let p = Passwords::new().await.unwrap();
+        let blocks = p.memory.lock().unwrap().len();
+        let pw = SecretString::from("violet staple orbit lantern");
+        for _ in 0..4 {
+            // Dropped after a millisecond: the hash itself runs on.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(1), p.hash(&pw)).await;
+        }
+        let hashes = futures::future::join_all((0..4).map(|_| p.hash(&pw))).await;
+        assert!(hashes.iter().all(|h| h.is_ok()), "{hashes:?}");
+        // Every block is back, and no more are in use than there are permits.
+        for _ in 0..100 {
+            if p.memory.lock().unwrap().len() >= blocks {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(p.memory.lock().unwrap().len() >= blocks);
+        assert_eq!(p.permits.available_permits(), blocks);
     }
 }

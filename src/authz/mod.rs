@@ -72,7 +72,8 @@ impl Subject {
     /// This subject as the database has it now, in `tx`: for decisions that
     /// change authority, made after their locks are taken, so that no decision
     /// rests on grants read before a concurrent change committed. `None` when
-    /// the user is no longer active.
+    /// the user is no longer active or the session has ended (logout, password
+    /// reset, suspension).
     pub async fn reload(&self, tx: &mut TenantTx, now: OffsetDateTime) -> Result<Option<Subject>, sqlx::Error> {
         let row: Option<(Uuid, String, i32, Vec<String>)> = sqlx::query_as(
             "SELECT u.department_id, c.name, c.level, \
@@ -81,10 +82,12 @@ impl Subject {
                           JOIN permissions p ON p.id = rp.permission_id \
                           WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > $2)) \
              FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
-             WHERE u.id = $1 AND u.status = 'active'",
+             WHERE u.id = $1 AND u.status = 'active' \
+               AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = $3 AND s.user_id = u.id)",
         )
         .bind(self.user_id)
         .bind(now)
+        .bind(self.session_id)
         .fetch_optional(tx.conn())
         .await?;
         Ok(row.map(|(department_id, clearance, clearance_rank, grants)| Subject {

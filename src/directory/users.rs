@@ -302,6 +302,22 @@ async fn update_attempt(
     input: UpdateUser,
 ) -> Attempt<UserView> {
     let now = state.clock.now();
+    // A new password is hashed before the administration lock is taken, so the
+    // tenant's other changes of authority never wait on Argon2.
+    let password_hash = match &input.password {
+        Some(pw) => {
+            let current: Option<(String, String)> = sqlx::query_as("SELECT username, email FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(tx.conn())
+                .await?;
+            let (username, email) = current.ok_or(AppError::NotFound)?;
+            let username = input.username.as_deref().map(str::trim).unwrap_or(&username);
+            let email = input.email.as_deref().map(str::trim).unwrap_or(&email);
+            check_policy(pw, username, email).map_err(|v| AppError::invalid("password", v.0))?;
+            Some(state.passwords.hash(pw).await?)
+        }
+        None => None,
+    };
     let permit = &super::begin(tx, permit, now).await?;
     if id == permit.user_id() && input.touches_access() {
         return Err(self_change(permit, id));
@@ -351,14 +367,6 @@ async fn update_attempt(
     if !suspending {
         change("status", &before.status, status);
     }
-    let password_hash = match &input.password {
-        Some(pw) => {
-            check_policy(pw, &username, &email).map_err(|v| AppError::invalid("password", v.0))?;
-            Some(state.passwords.hash(pw).await?)
-        }
-        None => None,
-    };
-
     let updated = sqlx::query(
         "UPDATE users SET username = $2, email = $3, department_id = $4, \
              clearance_level_id = COALESCE($5, clearance_level_id), status = $6, \

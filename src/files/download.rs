@@ -214,9 +214,10 @@ impl Plaintext {
                 super::crypto::CryptoError::UnknownMasterKey(id) => Failure::Key(id),
                 _ => Failure::Integrity,
             })?;
-        // Local reads are sized to whole segments, so a block never splits one.
+        // Local reads are sized to whole segments, so a block never splits one;
+        // the first is one segment, verified before the transaction commits.
         let sealed = SEGMENT_SIZE + TAG_LEN;
-        let (first, block) = (HEADER_LEN + BLOCK_SEGMENTS * sealed, BLOCK_SEGMENTS * sealed);
+        let (first, block) = (HEADER_LEN + sealed, BLOCK_SEGMENTS * sealed);
         let chunks = state
             .files
             .storage

@@ -12,8 +12,9 @@
 //! aborts the object (also when the request is dropped: see `ObjectWriter`).
 //!
 //! A stream cannot be held inside one transaction, so the upload decides where
-//! it acts, twice: before the first byte (in the transaction that records the
-//! object as in flight) and again in the transaction that inserts the row, each
+//! it acts, twice: before the first byte (in the transaction that places the
+//! upload, just before its object is recorded as in flight) and again in the
+//! transaction that inserts the row, each
 //! time on the uploader's grants, clearance and the level's rank as they are
 //! then. A revocation or a re-ranking during the stream refuses the row.
 
