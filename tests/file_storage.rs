@@ -308,11 +308,7 @@ async fn the_sweep_removes_what_an_interrupted_upload_left_after_the_grace_perio
 async fn an_upload_whose_in_flight_record_a_sweep_already_settled_is_refused_and_leaves_nothing() {
     let app = TestApp::spawn().await;
     let staff = app.signed_in_as("carol", "staff", "public").await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("slow.bin");
-    let form = reqwest::multipart::Form::new().part("file", part);
-    let upload = tokio::spawn(async move { staff.post_form(form).await.map(|r| r.status()) });
+    let (tx, upload) = staff.held_upload("slow.bin");
     tx.send(Ok(vec![5u8; 1 << 20])).await.unwrap();
     // The upload is underway: its record exists. A sweep (of another instance,
     // say, after a long stall) settles it as a crash would be settled.
@@ -328,7 +324,7 @@ async fn an_upload_whose_in_flight_record_a_sweep_already_settled_is_refused_and
     assert_eq!(settled, 1, "the upload recorded its object before storing it");
     tx.send(Ok(vec![6u8; 1 << 20])).await.unwrap();
     drop(tx);
-    let status = upload.await.unwrap().unwrap();
+    let status = upload.await.unwrap();
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "never acknowledged");
     assert_eq!(file_rows(&app).await, 0);
     assert!(objects(&app).is_empty(), "{:?}", objects(&app));
@@ -338,14 +334,7 @@ async fn an_upload_whose_in_flight_record_a_sweep_already_settled_is_refused_and
 async fn an_upload_whose_session_ends_while_it_streams_is_refused_where_it_would_be_recorded() {
     let app = TestApp::spawn().await;
     let staff = app.signed_in_as("carol", "staff", "public").await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("slow.bin");
-    let form = reqwest::multipart::Form::new().part("file", part);
-    let (client, base, csrf) = (staff.client.clone(), staff.base.clone(), staff.csrf.clone());
-    let upload = tokio::spawn(async move {
-        client.post(format!("{base}/api/files")).header("x-csrf-token", &csrf).multipart(form).send().await
-    });
+    let (tx, upload) = staff.held_upload("slow.bin");
     tx.send(Ok(vec![5u8; 1 << 20])).await.unwrap();
     let mut conn = app.owner_conn().await;
     for _ in 0..200 {
@@ -361,7 +350,7 @@ async fn an_upload_whose_session_ends_while_it_streams_is_refused_where_it_would
     assert_eq!(status, StatusCode::NO_CONTENT);
     tx.send(Ok(vec![6u8; 1 << 20])).await.unwrap();
     drop(tx);
-    let status = upload.await.unwrap().unwrap().status();
+    let status = upload.await.unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN, "decided again where the row would be written");
     assert_eq!(file_rows(&app).await, 0);
     let denied = app.audit("rbac.denied").await;

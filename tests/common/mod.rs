@@ -443,6 +443,23 @@ impl Session {
         body["file"]["id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// Starts an upload whose body the test feeds chunk by chunk through the
+    /// returned sender (dropping it ends the body); the task answers the status.
+    pub fn held_upload(
+        &self,
+        name: &str,
+    ) -> (tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>, tokio::task::JoinHandle<StatusCode>) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name(name.to_string());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let (client, url, csrf) = (self.client.clone(), format!("{}/api/files", self.base), self.csrf.clone());
+        let task = tokio::spawn(async move {
+            client.post(url).header("x-csrf-token", csrf).multipart(form).send().await.unwrap().status()
+        });
+        (tx, task)
+    }
+
     /// `GET /api/files/{id}/download`.
     pub async fn download(&self, id: Uuid) -> Response {
         self.client.get(format!("{}/api/files/{id}/download", self.base)).send().await.unwrap()
