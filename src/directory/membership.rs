@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{
     Attempt, Refused,
     roles::{self, NamedRole},
-    users::{grantable_role, manageable, snapshot},
+    targets::{grantable_role, manageable, snapshot},
 };
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},

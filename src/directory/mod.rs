@@ -26,6 +26,7 @@ pub mod attributes;
 pub mod handlers;
 pub mod membership;
 pub mod roles;
+mod targets;
 pub mod users;
 
 use serde::{Deserialize, Deserializer};
