@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{TestApp, new_client};
 use reqwest::StatusCode;
 use ring::digest;
@@ -250,4 +252,22 @@ async fn a_foreign_origin_on_an_unsafe_request_with_a_real_session_is_refused_an
     let res = new_client().post(app.url("/auth/logout")).header("origin", "https://evil.example").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.audit_count("auth.csrf_denied").await, 2);
+}
+
+#[tokio::test]
+async fn many_requests_due_to_refresh_the_idle_timer_at_once_never_wait_on_each_other_for_connections() {
+    // More requests than the pool (5) has connections, all finding the session's
+    // idle timer due: none may hold its connection while waiting for another.
+    let app = TestApp::spawn().await;
+    let admin = Arc::new(app.admin().await);
+    app.clock.advance(Duration::minutes(2));
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let admin = admin.clone();
+            tokio::spawn(async move { admin.get("/me").await.0 })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
 }

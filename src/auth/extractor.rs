@@ -78,6 +78,47 @@ pub struct Opened {
 /// recorded and the answer is 401.
 pub async fn open(state: &AppState, cookie: &SessionCookie, source: &Source) -> Result<Opened, AppError> {
     let now = state.clock.now();
+    let (tx, row) = open_live(state, cookie, source, now, true).await?;
+    let who = Authenticated {
+        tenant_id: cookie.tenant,
+        user_id: row.user_id,
+        session_id: row.session_id,
+        cookie: cookie.clone(),
+    };
+    let subject = Subject::new(&who, row.department_id, row.clearance.clone(), row.clearance_rank, &row.grants);
+    let mut permissions: Vec<String> =
+        row.grants.iter().filter_map(|g| g.split_once(':').map(|(p, _)| p.to_string())).collect();
+    permissions.sort();
+    permissions.dedup();
+    let me = UserView {
+        id: row.user_id,
+        username: row.username,
+        email: row.email,
+        status: row.status,
+        role: row.roles.first().cloned(),
+        roles: row.roles,
+        permissions,
+        department: row.department,
+        clearance_level: row.clearance,
+        requested_role: row.requested_role,
+        last_login: row.last_login,
+        created_at: row.created_at,
+        department_id: row.department_id,
+        clearance_rank: row.clearance_rank,
+    };
+    Ok(Opened { tx, who, subject, me: Me(Arc::new(me)) })
+}
+
+/// The request's transaction and its live session: 401 without one (none,
+/// expired, user no longer active), after committing what was recorded.
+/// `refresh`: whether the idle timer may be written first.
+async fn open_live(
+    state: &AppState,
+    cookie: &SessionCookie,
+    source: &Source,
+    now: OffsetDateTime,
+    refresh: bool,
+) -> Result<(TenantTx, SessionRow), AppError> {
     let (mut tx, row) =
         state.db.open_request(cookie.tenant, &cookie.token_hash(), now, |r: &SessionRow| r.user_id).await?;
     let Some(row) = row else {
@@ -114,43 +155,19 @@ pub async fn open(state: &AppState, cookie: &SessionCookie, source: &Source) -> 
         return Err(AppError::Unauthorized);
     }
     // The idle timer is written at most once per `idle / 20`, at least every
-    // minute, in a short transaction of its own: the session row is not locked
-    // for the rest of the request, and a request that fails still counts as
-    // activity.
+    // minute, in a short transaction of its own, so the session row is not
+    // locked for the rest of the request and a request that fails still counts
+    // as activity. It commits and gives its connection back before the request
+    // opens again: a request holding a connection must never wait for a second
+    // one (enough such requests at once would hold every connection of the pool
+    // and wait for each other).
     let refresh_every = (idle / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    if now - row.last_seen_at >= refresh_every {
-        let mut touch = state.db.tenant_tx(cookie.tenant, Some(row.user_id)).await?;
-        session::touch(&mut touch, row.session_id, now).await?;
-        touch.commit().await?;
+    if refresh && now - row.last_seen_at >= refresh_every {
+        session::touch(&mut tx, row.session_id, now).await?;
+        tx.commit().await?;
+        return Box::pin(open_live(state, cookie, source, now, false)).await;
     }
-    let who = Authenticated {
-        tenant_id: cookie.tenant,
-        user_id: row.user_id,
-        session_id: row.session_id,
-        cookie: cookie.clone(),
-    };
-    let subject = Subject::new(&who, row.department_id, row.clearance.clone(), row.clearance_rank, &row.grants);
-    let mut permissions: Vec<String> =
-        row.grants.iter().filter_map(|g| g.split_once(':').map(|(p, _)| p.to_string())).collect();
-    permissions.sort();
-    permissions.dedup();
-    let me = UserView {
-        id: row.user_id,
-        username: row.username,
-        email: row.email,
-        status: row.status,
-        role: row.roles.first().cloned(),
-        roles: row.roles,
-        permissions,
-        department: row.department,
-        clearance_level: row.clearance,
-        requested_role: row.requested_role,
-        last_login: row.last_login,
-        created_at: row.created_at,
-        department_id: row.department_id,
-        clearance_rank: row.clearance_rank,
-    };
-    Ok(Opened { tx, who, subject, me: Me(Arc::new(me)) })
+    Ok((tx, row))
 }
 
 impl Authenticated {

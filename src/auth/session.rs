@@ -147,14 +147,19 @@ impl ExpiredBy {
     }
 }
 
-/// Extends a session's idle timer.
+/// Extends a session's idle timer, unless a concurrent request of the same
+/// session holds its row (that one is extending it already), so that no
+/// request waits for another.
 pub async fn touch(tx: &mut TenantTx, session_id: Uuid, now: OffsetDateTime) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
-        .bind(session_id)
-        .bind(now)
-        .execute(tx.conn())
-        .await
-        .map(|_| ())
+    sqlx::query(
+        "UPDATE sessions SET last_seen_at = $2 \
+          WHERE id = (SELECT id FROM sessions WHERE id = $1 FOR UPDATE SKIP LOCKED) AND last_seen_at < $2",
+    )
+    .bind(session_id)
+    .bind(now)
+    .execute(tx.conn())
+    .await
+    .map(|_| ())
 }
 
 /// The session `cookie` names, if it exists (whatever its age): (session, user).

@@ -58,7 +58,7 @@ impl Database {
     /// Opens a transaction in which only `tenant`'s rows exist, acting for `actor`
     /// (the signed-in user, when there is one).
     pub async fn tenant_tx(&self, tenant: Uuid, actor: Option<Uuid>) -> Result<TenantTx, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let actor_text = actor.map(|a| a.to_string()).unwrap_or_default();
         sqlx::query("SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)")
             .bind(tenant.to_string())
@@ -82,7 +82,7 @@ impl Database {
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let row: Option<R> = sqlx::query_as("SELECT * FROM fortifile_open_request($1, $2, $3)")
             .bind(tenant)
             .bind(token_hash)
@@ -127,6 +127,18 @@ impl Database {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// `BEGIN` on a pooled connection, safe to abandon. sqlx 0.9.0's `Pool::begin`
+/// is not: dropped after sending `BEGIN` but before its answer (a client that
+/// hangs up mid-request), it returns the connection to the pool inside a
+/// transaction nothing will end, and the next request's statements run in it
+/// (transact-rs/sqlx#4393, fixed upstream after 0.9.0). Beginning in a task of
+/// its own lets the `BEGIN` always finish; a caller gone by then drops the task's
+/// transaction, which rolls back as every dropped transaction does.
+async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await }).await.map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
 }
 
 /// A transaction pinned to one tenant. Commit it, or dropping it rolls back.
