@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::{
-    PgConnection, PgPool, Postgres, Transaction,
+    Connection, PgConnection, PgPool, Postgres, Transaction,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 use uuid::Uuid;
@@ -36,6 +36,9 @@ pub struct Tenant {
     pub name: String,
 }
 
+/// How long a pooled connection may sit idle before it is checked when taken.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(30);
+
 /// The serving role's pool.
 #[derive(Clone, Debug)]
 pub struct Database {
@@ -46,9 +49,24 @@ impl Database {
     /// Connects as the serving role. Call [`setup::verify_least_privilege`] before
     /// serving with it.
     pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<Self> {
+        // sqlx pings a connection (one more round trip) each time it is taken
+        // from the pool and again each time it goes back. The ping on return
+        // stays: it flushes what a dropped transaction left (its `ROLLBACK`) and
+        // finds broken connections. The ping on taking is only worth its round
+        // trip after a connection sat idle long enough for the server or a
+        // middlebox to have dropped it.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_PING_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .context("connecting to PostgreSQL as the serving role (fortifile_app)")?;

@@ -52,11 +52,17 @@ pub struct IncidentView {
     pub creator_department: Option<Uuid>,
 }
 
-macro_rules! incident_select {
+/// The view's columns from an incident row `i` and its creator `u`.
+macro_rules! incident_columns {
     () => {
         "SELECT i.id, i.created_at, i.updated_at, u.username AS created_by, i.status, i.severity, i.title, \
-                i.description, i.related_audit_log_id, u.id AS creator_id, u.department_id AS creator_department \
-         FROM incidents i LEFT JOIN users u ON u.id = i.created_by "
+                i.description, i.related_audit_log_id, u.id AS creator_id, u.department_id AS creator_department "
+    };
+}
+
+macro_rules! incident_select {
+    () => {
+        concat!(incident_columns!(), "FROM incidents i LEFT JOIN users u ON u.id = i.created_by ")
     };
 }
 
@@ -166,11 +172,15 @@ pub async fn create(
             return Err(AppError::invalid("relatedAuditLogId", "no such audit log entry"));
         }
     }
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO incidents (tenant_id, created_at, updated_at, created_by, severity, title, description, \
-                                related_audit_log_id) \
-         VALUES ($1, $2, $2, $3, $4, $5, $6, $7) RETURNING id",
-    )
+    // The insert hands back the view itself: no second statement, and no
+    // read-back whose cached plan was made while the table was empty.
+    let view: IncidentView = sqlx::query_as(concat!(
+        "WITH i AS (INSERT INTO incidents (tenant_id, created_at, updated_at, created_by, severity, title, \
+                                           description, related_audit_log_id) \
+                    VALUES ($1, $2, $2, $3, $4, $5, $6, $7) RETURNING *) ",
+        incident_columns!(),
+        "FROM i LEFT JOIN users u ON u.id = i.created_by"
+    ))
     .bind(permit.tenant_id())
     .bind(now)
     .bind(permit.user_id())
@@ -180,14 +190,13 @@ pub async fn create(
     .bind(input.related_audit_log_id)
     .fetch_one(tx.conn())
     .await?;
-    let entry = Entry::new(Action::IncidentCreate, Outcome::Success).target("incident", id).details(json!({
-        "title": title,
-        "severity": severity,
-        "status": "open",
-        "relatedAuditLogId": input.related_audit_log_id,
+    let entry = Entry::new(Action::IncidentCreate, Outcome::Success).target("incident", view.id).details(json!({
+        "title": view.title,
+        "severity": view.severity,
+        "status": view.status,
+        "relatedAuditLogId": view.related_audit_log_id,
     }));
     audit::record(&mut tx, source, entry).await?;
-    let view = load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
     tx.commit().await?;
     Ok(view.seen_by(permit))
 }
@@ -206,10 +215,9 @@ pub async fn update(
     }
     let status = input.status.as_deref().map(|s| one_of("status", s, STATUSES)).transpose()?;
     let severity = input.severity.as_deref().map(|s| one_of("severity", s, SEVERITIES)).transpose()?;
-    let (mut tx, before) = in_scope(permit, source, tx, id, true).await?;
-    let (old_status, old_severity) = (before.status, before.severity);
+    let (mut tx, mut view) = in_scope(permit, source, tx, id, true).await?;
     let mut changes = Map::new();
-    for (field, old, new) in [("status", &old_status, &status), ("severity", &old_severity, &severity)] {
+    for (field, old, new) in [("status", &view.status, &status), ("severity", &view.severity, &severity)] {
         if let Some(new) = new
             && new != old
         {
@@ -217,28 +225,25 @@ pub async fn update(
         }
     }
     if !changes.is_empty() {
-        sqlx::query(
+        // The row is locked by `in_scope`: what it returns is the row now.
+        let (updated_at, status, severity): (OffsetDateTime, String, String) = sqlx::query_as(
             "UPDATE incidents SET status = COALESCE($2, status), severity = COALESCE($3, severity), updated_at = $4 \
-             WHERE id = $1",
+             WHERE id = $1 RETURNING updated_at, status, severity",
         )
         .bind(id)
         .bind(&status)
         .bind(&severity)
         .bind(state.clock.now())
-        .execute(tx.conn())
+        .fetch_one(tx.conn())
         .await?;
+        (view.updated_at, view.status, view.severity) = (updated_at, status, severity);
         let entry = Entry::new(Action::IncidentUpdate, Outcome::Success)
             .target("incident", id)
             .details(json!({ "changes": Value::Object(changes) }));
         audit::record(&mut tx, source, entry).await?;
     }
-    let view = load(&mut tx, id).await?.ok_or(AppError::NotFound)?;
     tx.commit().await?;
     Ok(view.seen_by(permit))
-}
-
-pub async fn load(tx: &mut TenantTx, id: Uuid) -> Result<Option<IncidentView>, sqlx::Error> {
-    sqlx::query_as(concat!(incident_select!(), "WHERE i.id = $1")).bind(id).fetch_optional(tx.conn()).await
 }
 
 pub async fn get(permit: &Permit, source: &Source, tx: TenantTx, id: Uuid) -> Result<IncidentView, AppError> {
