@@ -23,18 +23,21 @@ use crate::{
 /// JSON bodies are small; file uploads stream under `FORTIFILE_MAX_UPLOAD_BYTES`.
 const JSON_BODY_LIMIT: usize = 64 * 1024;
 
-/// Every route, with who may call it. Read a line as: method, path, rule, handler.
+/// Every route, with who may call it. Read a line as: method, path, rule, handler;
+/// `_step_up` routes also need a second-factor verification within
+/// `FORTIFILE_STEP_UP_MINUTES` from users who have a factor.
 fn routes(state: AppState) -> Routes {
     use crate::{
-        admin, audit::handlers as audit, authz::Permission::*, directory::handlers as dir, files::handlers as files,
-        incidents::handlers as incidents, web,
+        admin, audit::handlers as audit, auth::mfa::handlers as mfa, authz::Permission::*, directory::handlers as dir,
+        files::handlers as files, incidents::handlers as incidents, web,
     };
     use axum::http::Method as M;
     Routes::new(state)
         // Pages for people (HTML; anonymous browsers are sent to /login).
         .public(M::GET, "/login", web::login::page)
         .public(M::POST, "/login", web::login::submit)
-        .session(M::POST, "/logout", web::login::logout)
+        .any_session(M::POST, "/logout", web::login::logout)
+        .page_second_step(M::POST, "/login/mfa", web::login::second_step)
         .public(M::GET, "/static/app.css", web::stylesheet)
         .public(M::GET, "/static/upload.js", web::upload_script)
         .page_guarded(M::GET, "/", FileDownload, web::documents::page)
@@ -42,11 +45,11 @@ fn routes(state: AppState) -> Routes {
         .page_guarded(M::POST, "/files/{id}/shares", FileShare, web::documents::share)
         .page_guarded(M::POST, "/files/{id}/shares/{share_id}/revoke", FileShare, web::documents::revoke)
         .page_guarded(M::GET, "/admin/users", UsersView, admin::people::users_page)
-        .page_guarded(M::POST, "/admin/users/{id}", UsersEdit, admin::people::update_user)
+        .page_guarded_step_up(M::POST, "/admin/users/{id}", UsersEdit, admin::people::update_user)
         .page_guarded(M::POST, "/admin/users/{id}/approve", UsersEdit, admin::people::approve_user)
         .page_guarded(M::POST, "/admin/users/{id}/reject", UsersEdit, admin::people::reject_user)
         .page_guarded(M::GET, "/admin/roles", AdminManageRoles, admin::people::roles_page)
-        .page_guarded(M::POST, "/admin/roles/{id}", AdminManageRoles, admin::people::update_role)
+        .page_guarded_step_up(M::POST, "/admin/roles/{id}", AdminManageRoles, admin::people::update_role)
         .page_guarded(M::GET, "/admin/logs", AdminViewLogs, admin::logs::page)
         .page_guarded(M::GET, "/admin/incidents", IncidentManage, admin::incidents::list)
         .page_guarded(M::GET, "/admin/incidents/new", IncidentManage, admin::incidents::new)
@@ -57,37 +60,46 @@ fn routes(state: AppState) -> Routes {
         .public(M::GET, "/readyz", ready)
         .public(M::POST, "/auth/register", auth::handlers::register) // FORTIFILE_REGISTRATION
         .public(M::POST, "/auth/login", auth::handlers::login)
-        .session(M::POST, "/auth/logout", auth::handlers::logout)
+        .any_session(M::POST, "/auth/logout", auth::handlers::logout)
         .session(M::GET, "/me", auth::handlers::me)
+        // The second factor: the login's second step, step-up, and one's own factors.
+        .second_step(M::POST, "/auth/mfa/totp", mfa::login_totp)
+        .second_step(M::POST, "/auth/mfa/recovery", mfa::login_recovery)
+        .enrolment(M::POST, "/auth/step-up", mfa::step_up)
+        .enrolment(M::GET, "/me/mfa", mfa::status)
+        .enrolment_step_up(M::POST, "/me/mfa/totp/setup", mfa::totp_setup)
+        .enrolment_step_up(M::POST, "/me/mfa/totp/confirm", mfa::totp_confirm)
+        .enrolment_step_up(M::DELETE, "/me/mfa/totp", mfa::totp_remove)
+        .enrolment_step_up(M::POST, "/me/mfa/recovery-codes", mfa::recovery_regenerate)
         .guarded(M::GET, "/api/users", UsersView, dir::list_users)
         .guarded(M::POST, "/api/users", UsersCreate, dir::create_user)
         .guarded(M::GET, "/api/users/{id}", UsersView, dir::get_user)
-        .guarded(M::PUT, "/api/users/{id}", UsersEdit, dir::update_user)
+        .guarded_step_up(M::PUT, "/api/users/{id}", UsersEdit, dir::update_user)
         .guarded(M::DELETE, "/api/users/{id}", UsersDelete, dir::delete_user)
         .guarded(M::POST, "/api/users/{id}/approve", UsersEdit, dir::approve_user)
         .guarded(M::POST, "/api/users/{id}/reject", UsersEdit, dir::reject_user)
-        .guarded(M::POST, "/api/users/{id}/roles", AdminManageRoles, dir::assign_role)
-        .guarded(M::DELETE, "/api/users/{id}/roles/{role}", AdminManageRoles, dir::revoke_role)
+        .guarded_step_up(M::POST, "/api/users/{id}/roles", AdminManageRoles, dir::assign_role)
+        .guarded_step_up(M::DELETE, "/api/users/{id}/roles/{role}", AdminManageRoles, dir::revoke_role)
         .guarded(M::GET, "/api/roles", AdminManageRoles, dir::list_roles)
-        .guarded(M::POST, "/api/roles", AdminManageRoles, dir::create_role)
+        .guarded_step_up(M::POST, "/api/roles", AdminManageRoles, dir::create_role)
         .guarded(M::GET, "/api/roles/{id}", AdminManageRoles, dir::get_role)
-        .guarded(M::PUT, "/api/roles/{id}", AdminManageRoles, dir::update_role)
-        .guarded(M::DELETE, "/api/roles/{id}", AdminManageRoles, dir::delete_role)
+        .guarded_step_up(M::PUT, "/api/roles/{id}", AdminManageRoles, dir::update_role)
+        .guarded_step_up(M::DELETE, "/api/roles/{id}", AdminManageRoles, dir::delete_role)
         .guarded(M::GET, "/api/permissions", AdminManageRoles, dir::list_permissions)
         .guarded(M::GET, "/api/departments", UsersView, dir::list_departments)
-        .guarded(M::POST, "/api/departments", AdminManageRoles, dir::create_department)
-        .guarded(M::PUT, "/api/departments/{id}", AdminManageRoles, dir::update_department)
-        .guarded(M::DELETE, "/api/departments/{id}", AdminManageRoles, dir::delete_department)
+        .guarded_step_up(M::POST, "/api/departments", AdminManageRoles, dir::create_department)
+        .guarded_step_up(M::PUT, "/api/departments/{id}", AdminManageRoles, dir::update_department)
+        .guarded_step_up(M::DELETE, "/api/departments/{id}", AdminManageRoles, dir::delete_department)
         .guarded(M::GET, "/api/clearance-levels", UsersView, dir::list_clearances)
-        .guarded(M::POST, "/api/clearance-levels", AdminManageRoles, dir::create_clearance)
-        .guarded(M::PUT, "/api/clearance-levels/{id}", AdminManageRoles, dir::update_clearance)
-        .guarded(M::DELETE, "/api/clearance-levels/{id}", AdminManageRoles, dir::delete_clearance)
+        .guarded_step_up(M::POST, "/api/clearance-levels", AdminManageRoles, dir::create_clearance)
+        .guarded_step_up(M::PUT, "/api/clearance-levels/{id}", AdminManageRoles, dir::update_clearance)
+        .guarded_step_up(M::DELETE, "/api/clearance-levels/{id}", AdminManageRoles, dir::delete_clearance)
         // Documents: every file operation is also decided per file by authz::files (MAC, then scope).
         .guarded_stream(M::POST, "/api/files", FileUpload, files::upload) // FORTIFILE_MAX_UPLOAD_BYTES
         .guarded(M::GET, "/api/files", FileDownload, files::list)
         .guarded(M::GET, "/api/files/{id}", FileDownload, files::get)
         .guarded(M::GET, "/api/files/{id}/download", FileDownload, files::download)
-        .guarded(M::PATCH, "/api/files/{id}", FileClassify, files::classify)
+        .guarded_step_up(M::PATCH, "/api/files/{id}", FileClassify, files::classify)
         .guarded(M::DELETE, "/api/files/{id}", FileDelete, files::delete)
         .guarded(M::POST, "/api/files/{id}/shares", FileShare, files::share)
         .guarded(M::GET, "/api/files/{id}/shares", FileShare, files::list_shares)
@@ -95,8 +107,8 @@ fn routes(state: AppState) -> Routes {
         // The security dashboard's data and incident tracking (seed 000 §5, §6).
         .guarded(M::GET, "/api/audit-logs", AdminViewLogs, audit::list)
         .guarded(M::GET, "/api/audit-logs/highlights", AdminViewLogs, audit::highlights)
-        .guarded(M::GET, "/api/audit-logs/export.csv", AdminViewLogs, audit::export_csv)
-        .guarded(M::GET, "/api/audit-logs/export.jsonl", AdminViewLogs, audit::export_jsonl)
+        .guarded_step_up(M::GET, "/api/audit-logs/export.csv", AdminViewLogs, audit::export_csv)
+        .guarded_step_up(M::GET, "/api/audit-logs/export.jsonl", AdminViewLogs, audit::export_jsonl)
         .guarded(M::POST, "/admin/incidents", IncidentManage, incidents::create) // JSON, or the page's form
         .guarded(M::PATCH, "/admin/incidents/{id}", IncidentManage, incidents::update)
         .guarded(M::GET, "/api/incidents", IncidentManage, incidents::list)

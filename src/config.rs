@@ -58,6 +58,9 @@ pub struct Config {
     pub dashboard_timeout: Duration,
     /// `FORTIFILE_REGISTRATION_LIMIT`: registration attempts per client address.
     pub registration_limit: Threshold,
+    /// `FORTIFILE_STEP_UP_MINUTES`: how long a second-factor verification
+    /// counts for sensitive actions.
+    pub step_up: Duration,
     /// `FORTIFILE_DB_POOL_SIZE`: connections to PostgreSQL. Every request holds
     /// one for its whole transaction, so this bounds the requests in the
     /// database at once; past what the database's cores can run, more only
@@ -215,6 +218,18 @@ impl Config {
         };
         let dashboard_timeout = seconds(&get, "FORTIFILE_DASHBOARD_TIMEOUT", 30)?;
         let registration_limit = threshold("FORTIFILE_REGISTRATION_LIMIT", 20, 60)?;
+        let step_up = match get("FORTIFILE_STEP_UP_MINUTES") {
+            None => Duration::from_secs(600),
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|m| (1..=1440).contains(m))
+                .map(|m| Duration::from_secs(m * 60))
+                .ok_or_else(|| {
+                    bad("FORTIFILE_STEP_UP_MINUTES", format!("expected whole minutes from 1 to 1440, got {v:?}"))
+                })?,
+        };
         let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
         let db_pool_size = match get("FORTIFILE_DB_POOL_SIZE") {
             None => (2 * cores + 2).clamp(4, 64),
@@ -239,6 +254,7 @@ impl Config {
             highlights,
             dashboard_timeout,
             registration_limit,
+            step_up,
             db_pool_size,
         })
     }

@@ -57,6 +57,13 @@ pub enum Action {
     IncidentCreate,
     IncidentUpdate,
     AuditExport,
+    AuthMfaEnroll,
+    AuthMfaRemove,
+    AuthMfaReset,
+    AuthMfaVerify,
+    AuthMfaRecoveryUsed,
+    AuthMfaRecoveryRegenerated,
+    AuthStepUp,
 }
 
 impl Action {
@@ -98,6 +105,13 @@ impl Action {
             Action::IncidentCreate => "incident.create",
             Action::IncidentUpdate => "incident.update",
             Action::AuditExport => "audit.export",
+            Action::AuthMfaEnroll => "auth.mfa.enroll",
+            Action::AuthMfaRemove => "auth.mfa.remove",
+            Action::AuthMfaReset => "auth.mfa.reset",
+            Action::AuthMfaVerify => "auth.mfa.verify",
+            Action::AuthMfaRecoveryUsed => "auth.mfa.recovery_used",
+            Action::AuthMfaRecoveryRegenerated => "auth.mfa.recovery_regenerated",
+            Action::AuthStepUp => "auth.step_up",
         }
     }
 }

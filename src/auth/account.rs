@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::{
     extractor::Authenticated,
+    mfa,
     password::check_policy,
     session::{self, SessionCookie},
     throttle,
@@ -164,13 +165,24 @@ pub async fn register(state: &AppState, source: &Source, input: RegisterInput) -
     view.ok_or_else(|| anyhow::anyhow!("the new user vanished").into())
 }
 
-/// Checks credentials and opens a fresh session (replacing `previous`, if any).
+/// A right password's outcome.
+pub enum LoggedIn {
+    /// A full session: the user has no second factor.
+    Full(Box<UserView>, SessionCookie),
+    /// A pending session that waits for the second factor (`methods` offered).
+    SecondStep { cookie: SessionCookie, methods: Vec<&'static str> },
+}
+
+/// Checks credentials and opens a fresh session (replacing `previous`, if any):
+/// a full one, or for a user with a second factor a pending one. Whether the
+/// password was right shows only after it: a wrong password, an unknown user
+/// and an unknown tenant answer alike.
 pub async fn login(
     state: &AppState,
     source: &Source,
     input: LoginInput,
     previous: Option<SessionCookie>,
-) -> Result<(UserView, SessionCookie), AppError> {
+) -> Result<LoggedIn, AppError> {
     let login = input.username.trim();
     let slug = input.tenant.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_TENANT);
     let tenant = if slug.len() <= 63 { state.db.tenant_by_slug(slug).await? } else { None };
@@ -203,14 +215,23 @@ pub async fn login(
     if let Some(previous) = previous.filter(|p| p.tenant == tenant.id) {
         session::delete_by_cookie(&mut tx, &previous).await?;
     }
-    let cookie = session::create(&mut tx, account.id, now, state.config.session_absolute_timeout, source).await?;
-    user::record_login(&mut tx, account.id, now).await?;
-    let entry = Entry::new(Action::AuthLogin, Outcome::Success).target("user", account.id);
+    let methods = mfa::store::methods(&mut tx, account.id).await?;
+    let opening = if methods.is_empty() { session::Opening::Password } else { session::Opening::Pending };
+    let cookie =
+        session::create(&mut tx, account.id, now, state.config.session_absolute_timeout, source, opening).await?;
+    let entry = Entry::new(Action::AuthLogin, Outcome::Success)
+        .target("user", account.id)
+        .details(json!({ "secondStep": if methods.is_empty() { "none" } else { "required" } }));
     audit::record(&mut tx, source, entry).await?;
+    if !methods.is_empty() {
+        tx.commit().await?;
+        return Ok(LoggedIn::SecondStep { cookie, methods: mfa::second_step_methods(&methods) });
+    }
+    user::record_login(&mut tx, account.id, now).await?;
     let view = user::load_view(&mut tx, account.id, now).await?;
     tx.commit().await?;
     let view = view.ok_or_else(|| anyhow::anyhow!("the user vanished during login"))?;
-    Ok((view, cookie))
+    Ok(LoggedIn::Full(Box::new(view), cookie))
 }
 
 enum Refusal<'a> {

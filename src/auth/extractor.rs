@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
+    mfa::{MfaState, Stage},
     session::{self, ExpiredBy, SessionCookie},
     user::UserView,
 };
@@ -36,6 +37,8 @@ pub struct Authenticated {
     pub user_id: Uuid,
     pub session_id: Uuid,
     pub cookie: SessionCookie,
+    /// Where the session stands with its second factor.
+    pub mfa: MfaState,
 }
 
 /// The signed-in user's own view (`/me`, the page header), as the request's
@@ -63,6 +66,10 @@ struct SessionRow {
     created_at: OffsetDateTime,
     roles: Vec<String>,
     grants: Vec<String>,
+    mfa_pending: bool,
+    verified_at: Option<OffsetDateTime>,
+    mfa_methods: Vec<String>,
+    mfa_required: Option<String>,
 }
 
 /// A request with a live session, its transaction open.
@@ -84,6 +91,7 @@ pub async fn open(state: &AppState, cookie: &SessionCookie, source: &Source) -> 
         user_id: row.user_id,
         session_id: row.session_id,
         cookie: cookie.clone(),
+        mfa: MfaState::new(row.mfa_pending, row.mfa_methods, row.mfa_required, row.verified_at),
     };
     let subject = Subject::new(&who, row.department_id, row.clearance.clone(), row.clearance_rank, &row.grants);
     let mut permissions: Vec<String> =
@@ -179,7 +187,8 @@ impl Authenticated {
 
 /// On routes behind the guard the session was opened there; on public routes
 /// (the login page asks whether someone is signed in) it is opened here, in a
-/// transaction of its own.
+/// transaction of its own. A session still waiting for its second factor is
+/// nobody signed in.
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = AppError;
 
@@ -190,6 +199,9 @@ impl FromRequestParts<AppState> for Authenticated {
         let cookie = session::from_headers(&state.config, &parts.headers).ok_or(AppError::Unauthorized)?;
         let opened = open(state, &cookie, &source_of(parts, &state.config)).await?;
         opened.tx.commit().await?;
+        if opened.who.mfa.stage == Stage::Pending {
+            return Err(AppError::Unauthorized);
+        }
         parts.extensions.insert(opened.who.clone());
         Ok(opened.who)
     }

@@ -9,9 +9,9 @@ use axum::{
 use serde_json::json;
 
 use super::{
-    account::{self, LoginInput, RegisterInput},
+    account::{self, LoggedIn, LoginInput, RegisterInput},
     extractor::{Authenticated, Me},
-    session,
+    mfa, session,
 };
 use crate::http::{AppState, client::ClientSource, error::AppError, guard::Tx, json::ApiJson};
 
@@ -31,9 +31,15 @@ pub async fn login(
     ApiJson(input): ApiJson<LoginInput>,
 ) -> Result<Response, AppError> {
     let previous = session::from_headers(&state.config, &headers);
-    let (user, cookie) = account::login(&state, &source, input, previous).await?;
-    let body = Json(json!({ "user": user, "csrfToken": cookie.csrf_token() }));
-    Ok(([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], body).into_response())
+    let (body, cookie) = match account::login(&state, &source, input, previous).await? {
+        LoggedIn::Full(user, cookie) => (json!({ "user": user, "csrfToken": cookie.csrf_token() }), cookie),
+        LoggedIn::SecondStep { cookie, methods } => {
+            let mut body = mfa::flow::second_step_answer(&methods);
+            body["csrfToken"] = cookie.csrf_token().into();
+            (body, cookie)
+        }
+    };
+    Ok(([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Json(body)).into_response())
 }
 
 pub async fn logout(
@@ -49,5 +55,8 @@ pub async fn logout(
 /// `GET /me`: everything comes from the request's first statement (the guard
 /// commits its transaction), so this is one round trip to the database.
 pub async fn me(who: Authenticated, Me(me): Me) -> Result<Response, AppError> {
-    Ok(Json(json!({ "user": *me, "csrfToken": who.cookie.csrf_token() })).into_response())
+    let mut user = serde_json::to_value(&*me).map_err(anyhow::Error::from)?;
+    user["mfaEnabled"] = who.mfa.enabled().into();
+    user["mfa"] = json!({ "methods": who.mfa.methods, "required": who.mfa.required, "compliant": who.mfa.compliant() });
+    Ok(Json(json!({ "user": user, "csrfToken": who.cookie.csrf_token() })).into_response())
 }

@@ -107,6 +107,21 @@ pub fn clear_cookie(config: &Config) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// What a new session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// The password was right and the user has no second factor.
+    Password,
+    /// The password was right; a second factor is outstanding. Lasts
+    /// [`PENDING_FOR`] and reaches only the second-factor routes.
+    Pending,
+    /// A second factor was verified now.
+    Verified,
+}
+
+/// How long a pending session waits for its second factor.
+pub const PENDING_FOR: Duration = Duration::from_secs(300);
+
 /// Creates a session for `user_id` and returns its cookie.
 pub async fn create(
     tx: &mut TenantTx,
@@ -114,22 +129,52 @@ pub async fn create(
     now: OffsetDateTime,
     absolute: Duration,
     source: &Source,
+    opening: Opening,
 ) -> anyhow::Result<SessionCookie> {
     let cookie = SessionCookie::generate(tx.tenant_id())?;
+    let lifetime = if opening == Opening::Pending { PENDING_FOR.min(absolute) } else { absolute };
     sqlx::query(
-        "INSERT INTO sessions (tenant_id, user_id, token_hash, created_at, last_seen_at, expires_at, ip, user_agent) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+        "INSERT INTO sessions (tenant_id, user_id, token_hash, created_at, last_seen_at, expires_at, ip, user_agent, \
+                               mfa_pending, verified_at) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9)",
     )
     .bind(tx.tenant_id())
     .bind(user_id)
     .bind(cookie.token_hash())
     .bind(now)
-    .bind(now + absolute)
+    .bind(now + lifetime)
     .bind(source.ip.map(ipnet::IpNet::from))
     .bind(source.user_agent.as_deref())
+    .bind(opening == Opening::Pending)
+    .bind((opening == Opening::Verified).then_some(now))
     .execute(tx.conn())
     .await?;
     Ok(cookie)
+}
+
+/// Records a second-factor verification on a full session (a step-up).
+pub async fn mark_verified(tx: &mut TenantTx, session_id: Uuid, now: OffsetDateTime) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET verified_at = $2 WHERE id = $1 AND NOT mfa_pending")
+        .bind(session_id)
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map(|_| ())
+}
+
+/// Counts a wrong second factor against a pending session; how many it has now.
+pub async fn count_failure(tx: &mut TenantTx, session_id: Uuid) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("UPDATE sessions SET mfa_failures = mfa_failures + 1 WHERE id = $1 RETURNING mfa_failures")
+        .bind(session_id)
+        .fetch_optional(tx.conn())
+        .await
+        .map(|n| n.unwrap_or(i32::MAX))
+}
+
+/// Ends every session of `user` (their factors were reset).
+pub async fn delete_all_of(tx: &mut TenantTx, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(tx.conn()).await?;
+    Ok(done.rows_affected())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

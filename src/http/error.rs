@@ -42,6 +42,17 @@ pub enum AppError {
     /// seconds to wait in `Retry-After`.
     #[error("Too many attempts; try again later")]
     TooManyRequests { retry_after_secs: u64 },
+    /// The user's roles require a second factor they have not enrolled: the
+    /// session reaches only `/me/mfa` and logout until they do (403).
+    #[error("Your role requires a second factor: enrol one at /me/mfa")]
+    MfaEnrollmentRequired,
+    /// A sensitive action without a recent second-factor verification (401):
+    /// `POST /auth/step-up`, then try again.
+    #[error("This action needs a recent second-factor verification: POST /auth/step-up")]
+    StepUpRequired,
+    /// A second factor that did not match (or was already used).
+    #[error("Wrong or already used code")]
+    WrongSecondFactor,
     #[error("Service unavailable")]
     Unavailable,
     /// A read that would run past its statement timeout (a dashboard range too
@@ -68,8 +79,11 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Unauthorized | AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Unauthorized
+            | AppError::InvalidCredentials
+            | AppError::StepUpRequired
+            | AppError::WrongSecondFactor => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) | AppError::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -110,6 +124,8 @@ impl IntoResponse for AppError {
                 json!({ "error": message })
             }
             AppError::Invalid { field, .. } => json!({ "error": self.to_string(), "field": field }),
+            AppError::MfaEnrollmentRequired => json!({ "error": self.to_string(), "mfaEnrollmentRequired": true }),
+            AppError::StepUpRequired => json!({ "error": self.to_string(), "stepUp": true }),
             _ => json!({ "error": self.to_string() }),
         };
         let message = body["error"].as_str().unwrap_or_default().to_string();

@@ -2,7 +2,11 @@
 //! session.
 //!
 //! Every route is declared through [`Routes`], with who may call it on the same
-//! line: `public`, `session` (a live session), or `guarded` by a [`Permission`].
+//! line: `public`, `session` (a live session), or `guarded` by a [`Permission`];
+//! which stages of the second factor it admits (a full session by default;
+//! `second_step` routes only a session waiting for its second factor,
+//! `enrolment` routes also one held in MFA enrolment); and, with `_step_up`,
+//! that it needs a second-factor verification within `FORTIFILE_STEP_UP_MINUTES`.
 //! The declarations are kept as data ([`RouteRule`]) so tests can walk the real
 //! table (the RBAC matrix test does).
 //!
@@ -33,6 +37,7 @@ use super::{AppState, client::source_of, error::AppError};
 use crate::{
     auth::{
         extractor::{Opened, open},
+        mfa::Stage,
         session,
     },
     authz::{self, Permission, Permit},
@@ -50,12 +55,40 @@ pub enum Access {
     Guarded(Permission),
 }
 
+/// Which sessions, by the stage of their second factor, a route admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admits {
+    /// Only full sessions (the default).
+    Full,
+    /// Full sessions and those held in MFA enrolment (`/me/mfa`).
+    Enrolment,
+    /// Only sessions waiting for their second factor (the login's second step).
+    SecondStep,
+    /// Every session (logout).
+    Any,
+}
+
+impl Admits {
+    fn admits(self, stage: Stage) -> bool {
+        matches!(
+            (self, stage),
+            (Admits::Any, _)
+                | (Admits::Full, Stage::Full)
+                | (Admits::Enrolment, Stage::Full | Stage::Enrolment)
+                | (Admits::SecondStep, Stage::Pending)
+        )
+    }
+}
+
 /// One declared route.
 #[derive(Debug, Clone)]
 pub struct RouteRule {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    pub admits: Admits,
+    /// Needs a recent second-factor verification (from users who have a factor).
+    pub step_up: bool,
     /// A page for browsers: without a session it redirects to the login page,
     /// and a refusal is the HTML 403 page (API routes answer 401/403 JSON).
     pub html: bool,
@@ -90,6 +123,52 @@ impl Routes {
         self.add(method, path, Access::Session, handler)
     }
 
+    /// A session route that any session reaches, whatever its second factor's stage (logout).
+    pub fn any_session<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::Any, ..Kind::API })
+    }
+
+    /// A route of the login's second step: only a session waiting for its second factor.
+    pub fn second_step<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::SecondStep, ..Kind::API })
+    }
+
+    /// A route of MFA enrolment: full sessions and those held until they enrol.
+    pub fn enrolment<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::Enrolment, ..Kind::API })
+    }
+
+    /// An enrolment route that also needs a recent step-up (changing factors).
+    pub fn enrolment_step_up<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let kind = Kind { admits: Admits::Enrolment, step_up: true, ..Kind::API };
+        self.add_with(method, path, Access::Session, handler, kind)
+    }
+
+    /// A guarded route that also needs a recent step-up.
+    pub fn guarded_step_up<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Guarded(permission), handler, Kind { step_up: true, ..Kind::API })
+    }
+
     pub fn guarded<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
     where
         H: Handler<T, AppState>,
@@ -105,7 +184,7 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: true, html: false })
+        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: true, ..Kind::API })
     }
 
     /// A page for anyone signed in (others are sent to the login page).
@@ -114,7 +193,7 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add_with(method, path, Access::Session, handler, Kind { stream: false, html: true })
+        self.add_with(method, path, Access::Session, handler, Kind::PAGE)
     }
 
     /// A page guarded by `permission`: the login page without a session, the
@@ -124,7 +203,31 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: false, html: true })
+        self.add_with(method, path, Access::Guarded(permission), handler, Kind::PAGE)
+    }
+
+    /// The login page's second step: a form for a session waiting for its second factor.
+    pub fn page_second_step<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::SecondStep, ..Kind::PAGE })
+    }
+
+    /// A guarded page (a form post) that also needs a recent step-up.
+    pub fn page_guarded_step_up<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Guarded(permission), handler, Kind { step_up: true, ..Kind::PAGE })
     }
 
     /// A guarded page whose form posts a file (multipart, streamed).
@@ -133,7 +236,7 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: true, html: true })
+        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: true, ..Kind::PAGE })
     }
 
     fn add<H, T>(self, method: Method, path: &'static str, access: Access, handler: H) -> Self
@@ -141,7 +244,7 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add_with(method, path, access, handler, Kind { stream: false, html: false })
+        self.add_with(method, path, access, handler, Kind::API)
     }
 
     fn add_with<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H, kind: Kind) -> Self
@@ -161,7 +264,7 @@ impl Routes {
         // Every route but a public one passes the guard: it opens the session
         // (and sends a browser without one to the login page).
         if access != Access::Public {
-            let guard = Guard { state: self.state.clone(), permission, html: kind.html, stream: kind.stream };
+            let guard = Guard { state: self.state.clone(), permission, kind };
             route = route.route_layer(from_fn_with_state(guard, enforce));
         }
         if kind.html {
@@ -169,7 +272,14 @@ impl Routes {
             route = route.layer(from_fn(crate::web::html_errors));
         }
         self.router = self.router.route(path, route);
-        self.rules.push(RouteRule { method, path, access, html: kind.html });
+        self.rules.push(RouteRule {
+            method,
+            path,
+            access,
+            admits: kind.admits,
+            step_up: kind.step_up,
+            html: kind.html,
+        });
         self
     }
 
@@ -183,6 +293,13 @@ struct Kind {
     /// The handler streams and limits the body itself.
     stream: bool,
     html: bool,
+    admits: Admits,
+    step_up: bool,
+}
+
+impl Kind {
+    const API: Kind = Kind { stream: false, html: false, admits: Admits::Full, step_up: false };
+    const PAGE: Kind = Kind { html: true, ..Kind::API };
 }
 
 #[derive(Clone)]
@@ -190,8 +307,7 @@ struct Guard {
     state: AppState,
     /// `None`: a route that needs only a session.
     permission: Option<Permission>,
-    html: bool,
-    stream: bool,
+    kind: Kind,
 }
 
 /// The largest body the guard reads before opening the transaction (JSON and
@@ -208,7 +324,7 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
     let Some(cookie) = session::from_headers(&state.config, &parts.headers) else {
         return unauthenticated(&guard, &parts);
     };
-    let body = if guard.stream {
+    let body = if guard.kind.stream {
         body
     } else {
         match to_bytes(body, BODY_LIMIT).await {
@@ -222,6 +338,21 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         Err(AppError::Unauthorized) => return unauthenticated(&guard, &parts),
         Err(e) => return e.into_response(),
     };
+    if !guard.kind.admits.admits(who.mfa.stage) {
+        // What a session short of its second factor gets elsewhere: nothing
+        // (pending: as if signed out), or the way to enrolment.
+        let refusal = match (who.mfa.stage, guard.kind.admits) {
+            (Stage::Pending, _) => return unauthenticated(&guard, &parts),
+            (_, Admits::SecondStep) => AppError::Conflict("No second step is pending for this session".into()),
+            _ => AppError::MfaEnrollmentRequired,
+        };
+        if let Err(e) = tx.commit().await {
+            return AppError::from(e).into_response();
+        }
+        // Pages show the message as an error page (`web::html_errors`).
+        return refusal.into_response();
+    }
+    let stepped_up = !guard.kind.step_up || who.mfa.stepped_up(state.clock.now(), state.config.step_up);
     parts.extensions.insert(who);
     parts.extensions.insert(me);
     if let Some(permission) = guard.permission {
@@ -237,12 +368,20 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
                 if let Err(e) = tx.commit().await {
                     return AppError::from(e).into_response();
                 }
-                return if guard.html { crate::web::forbidden_page() } else { refusal.into_response() };
+                return if guard.kind.html { crate::web::forbidden_page() } else { refusal.into_response() };
             }
             Err(e) => return e.into_response(),
         }
     }
-    if guard.stream {
+    if !stepped_up {
+        // Allowed, but not without a fresh second factor: nothing happened,
+        // nothing to record; the step-up itself is audited.
+        if let Err(e) = tx.commit().await {
+            return AppError::from(e).into_response();
+        }
+        return AppError::StepUpRequired.into_response();
+    }
+    if guard.kind.stream {
         // The decision is evidence for a streamed handler, which decides again
         // in the transactions it opens around the stream.
         if let Err(e) = tx.commit().await {
@@ -264,7 +403,7 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
 }
 
 fn unauthenticated(guard: &Guard, parts: &Parts) -> Response {
-    if guard.html { crate::web::to_login(&parts.uri) } else { AppError::Unauthorized.into_response() }
+    if guard.kind.html { crate::web::to_login(&parts.uri) } else { AppError::Unauthorized.into_response() }
 }
 
 /// The request's open transaction, until its handler takes it.

@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::{
     extract::State,
-    http::{HeaderMap, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
 };
 use secrecy::SecretString;
@@ -14,7 +14,8 @@ use super::{render, render_status, safe_next};
 use crate::{
     auth::{
         Authenticated,
-        account::{self, LoginInput},
+        account::{self, LoggedIn, LoginInput},
+        mfa::flow::{self, FactorInput},
         session,
     },
     http::{
@@ -94,8 +95,14 @@ pub async fn submit(
     };
     let previous = session::from_headers(&state.config, &headers);
     match account::login(&state, &source, input, previous).await {
-        Ok((_, cookie)) => {
+        Ok(LoggedIn::Full(_, cookie)) => {
             ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next)).into_response()
+        }
+        Ok(LoggedIn::SecondStep { cookie, .. }) => {
+            let page = SecondStepPage { next, csrf_token: cookie.csrf_token(), error: None };
+            let mut response = render(&page);
+            response.headers_mut().insert(header::SET_COOKIE, session::set_cookie(&state.config, &cookie));
+            response
         }
         Err(AppError::Internal(e)) => AppError::Internal(e).into_response(),
         Err(e) => {
@@ -103,6 +110,71 @@ pub async fn submit(
             let page = LoginPage { next, username: form.username, tenant: form.tenant, error: Some(e.to_string()) };
             render_status(status, &page)
         }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login_mfa.html")]
+struct SecondStepPage {
+    next: String,
+    csrf_token: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SecondStepForm {
+    code: zeroize::Zeroizing<String>,
+    #[serde(default)]
+    method: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// `POST /login/mfa`: the login page's second step, on the pending session.
+pub async fn second_step(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    Tx(tx): Tx,
+    form: Result<ApiForm<SecondStepForm>, AppError>,
+) -> Response {
+    let form = match form {
+        Ok(ApiForm(form)) => form,
+        Err(e) => {
+            let page =
+                SecondStepPage { next: "/".into(), csrf_token: who.cookie.csrf_token(), error: Some(e.to_string()) };
+            return render_status(e.status(), &page);
+        }
+    };
+    let next = safe_next(Some(&form.next));
+    let method = if form.method.is_empty() { "totp".to_string() } else { form.method };
+    match flow::second_step(&state, &source, tx, &who, FactorInput { method, code: form.code }).await {
+        Ok(Ok((_, cookie))) => {
+            ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next)).into_response()
+        }
+        Ok(Err(wrong)) if wrong.ended => {
+            let page = LoginPage {
+                next,
+                username: String::new(),
+                tenant: String::new(),
+                error: Some("Too many wrong codes: sign in again".into()),
+            };
+            let mut response = render_status(StatusCode::UNAUTHORIZED, &page);
+            response.headers_mut().insert(header::SET_COOKIE, session::clear_cookie(&state.config));
+            response
+        }
+        Ok(Err(_)) => {
+            let error = Some(AppError::WrongSecondFactor.to_string());
+            render_status(
+                StatusCode::UNAUTHORIZED,
+                &SecondStepPage { next, csrf_token: who.cookie.csrf_token(), error },
+            )
+        }
+        Err(e @ AppError::Internal(_)) => e.into_response(),
+        Err(e) => render_status(
+            e.status(),
+            &SecondStepPage { next, csrf_token: who.cookie.csrf_token(), error: Some(e.to_string()) },
+        ),
     }
 }
 

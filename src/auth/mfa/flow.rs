@@ -1,0 +1,360 @@
+//! The MFA flows, each in the request's one transaction with its audit rows:
+//! the login's second step, step-up, TOTP enrolment, removal, and recovery
+//! codes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::{Stage, second_step_methods, store, totp::Secret};
+use crate::{
+    audit::{self, Action, Entry, Outcome, Source},
+    auth::{
+        Authenticated,
+        session::{self, Opening, SessionCookie},
+        user::{self, UserView},
+    },
+    db::TenantTx,
+    http::{AppState, error::AppError},
+};
+
+/// Wrong second factors a pending session may make; the last ends it.
+pub const MAX_FAILURES: i32 = 5;
+
+/// A second factor as typed: `{"method": "totp" | "recovery", "code": "…"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactorInput {
+    #[serde(default = "totp_method")]
+    pub method: String,
+    pub code: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for FactorInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FactorInput").field("method", &self.method).field("code", &"[redacted]").finish()
+    }
+}
+
+fn totp_method() -> String {
+    "totp".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Totp,
+    Recovery,
+}
+
+impl Method {
+    fn parse(text: &str) -> Result<Method, AppError> {
+        match text {
+            "totp" => Ok(Method::Totp),
+            "recovery" => Ok(Method::Recovery),
+            "webauthn" => Err(AppError::invalid("method", "passkeys use /auth/mfa/webauthn/start and /finish")),
+            _ => Err(AppError::invalid("method", "expected totp or recovery")),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Totp => "totp",
+            Method::Recovery => "recovery",
+        }
+    }
+}
+
+/// Checks `input` against `user`'s factors; on success, the recovery codes left
+/// when a recovery code was used (and that use is recorded).
+async fn check(
+    state: &AppState,
+    source: &Source,
+    tx: &mut TenantTx,
+    user: Uuid,
+    input: &FactorInput,
+) -> Result<Result<(), ()>, AppError> {
+    let method = Method::parse(&input.method)?;
+    let now = state.clock.now();
+    match method {
+        Method::Totp => {
+            let (key, _) = store::sealing_key(&state.files.master);
+            Ok(store::accept_totp(tx, &key, user, &input.code, now, false).await?.then_some(()).ok_or(()))
+        }
+        Method::Recovery => match store::use_recovery_code(tx, user, &input.code, now).await? {
+            Some(left) => {
+                let entry = Entry::new(Action::AuthMfaRecoveryUsed, Outcome::Success)
+                    .user(user)
+                    .target("user", user)
+                    .details(json!({ "remaining": left }));
+                audit::record(tx, source, entry).await?;
+                Ok(Ok(()))
+            }
+            None => Ok(Err(())),
+        },
+    }
+}
+
+async fn count_account_failure(tx: &mut TenantTx, user: Uuid) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("UPDATE users SET mfa_failures = mfa_failures + 1 WHERE id = $1 RETURNING mfa_failures")
+        .bind(user)
+        .fetch_optional(tx.conn())
+        .await
+        .map(|n| n.unwrap_or(0))
+}
+
+async fn clear_account_failures(tx: &mut TenantTx, user: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET mfa_failures = 0 WHERE id = $1 AND mfa_failures <> 0")
+        .bind(user)
+        .execute(tx.conn())
+        .await
+        .map(|_| ())
+}
+
+/// What a wrong second factor answers.
+pub struct WrongFactor {
+    /// The pending session ended with it (the fifth failure).
+    pub ended: bool,
+}
+
+/// The login's second step on a pending session: the right factor replaces the
+/// pending session by a new full one (a new token: nothing carries over); a
+/// wrong one is counted, and the fifth ends the pending session.
+pub async fn second_step(
+    state: &AppState,
+    source: &Source,
+    mut tx: TenantTx,
+    who: &Authenticated,
+    input: FactorInput,
+) -> Result<Result<(UserView, SessionCookie), WrongFactor>, AppError> {
+    let method = Method::parse(&input.method)?;
+    let now = state.clock.now();
+    if check(state, source, &mut tx, who.user_id, &input).await?.is_err() {
+        let failures = session::count_failure(&mut tx, who.session_id).await?;
+        let account_failures = count_account_failure(&mut tx, who.user_id).await?;
+        let ended = failures >= MAX_FAILURES;
+        if ended {
+            session::delete(&mut tx, who.session_id).await?;
+        }
+        let entry = Entry::new(Action::AuthMfaVerify, Outcome::Fail)
+            .user(who.user_id)
+            .target("user", who.user_id)
+            .details(json!({ "method": method.as_str(), "step": "login", "failures": failures,
+                    "accountFailures": account_failures, "sessionEnded": ended }));
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        return Ok(Err(WrongFactor { ended }));
+    }
+    session::delete(&mut tx, who.session_id).await?;
+    let cookie =
+        session::create(&mut tx, who.user_id, now, state.config.session_absolute_timeout, source, Opening::Verified)
+            .await?;
+    user::record_login(&mut tx, who.user_id, now).await?;
+    clear_account_failures(&mut tx, who.user_id).await?;
+    let entry = Entry::new(Action::AuthMfaVerify, Outcome::Success)
+        .user(who.user_id)
+        .target("user", who.user_id)
+        .details(json!({ "method": method.as_str(), "step": "login" }));
+    audit::record(&mut tx, source, entry).await?;
+    let view = user::load_view(&mut tx, who.user_id, now).await?;
+    tx.commit().await?;
+    let view = view.ok_or_else(|| anyhow::anyhow!("the user vanished during their second step"))?;
+    Ok(Ok((view, cookie)))
+}
+
+/// `POST /auth/step-up`: a second factor again, so that sensitive actions may
+/// go ahead for the next `FORTIFILE_STEP_UP_MINUTES`.
+pub async fn step_up(
+    state: &AppState,
+    source: &Source,
+    mut tx: TenantTx,
+    who: &Authenticated,
+    input: FactorInput,
+) -> Result<(), AppError> {
+    let method = Method::parse(&input.method)?;
+    if !who.mfa.enabled() {
+        return Err(AppError::Conflict("No second factor is enrolled: there is nothing to step up with".into()));
+    }
+    let outcome = check(state, source, &mut tx, who.user_id, &input).await?;
+    let details = json!({ "method": method.as_str() });
+    if outcome.is_err() {
+        let account_failures = count_account_failure(&mut tx, who.user_id).await?;
+        let entry = Entry::new(Action::AuthStepUp, Outcome::Fail)
+            .target("user", who.user_id)
+            .details(json!({ "method": method.as_str(), "accountFailures": account_failures }));
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        return Err(AppError::WrongSecondFactor);
+    }
+    session::mark_verified(&mut tx, who.session_id, state.clock.now()).await?;
+    clear_account_failures(&mut tx, who.user_id).await?;
+    audit::record(
+        &mut tx,
+        source,
+        Entry::new(Action::AuthStepUp, Outcome::Success).target("user", who.user_id).details(details),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What `POST /me/mfa/totp/setup` shows once: the secret, its URI, and the URI
+/// as a QR code (SVG, rendered here).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TotpSetup {
+    pub secret: String,
+    pub uri: String,
+    pub qr_svg: String,
+}
+
+impl std::fmt::Debug for TotpSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSetup([redacted])")
+    }
+}
+
+/// Starts a TOTP enrolment: a fresh secret, stored sealed and unconfirmed
+/// (replacing an unconfirmed one) until a code from it confirms it.
+pub async fn setup_totp(state: &AppState, mut tx: TenantTx, who: &Authenticated) -> Result<TotpSetup, AppError> {
+    let secret = Secret::generate()?;
+    let (key, key_id) = store::sealing_key(&state.files.master);
+    let sealed = secret.seal(&key, who.tenant_id, who.user_id)?;
+    if !store::put_unconfirmed(&mut tx, who.user_id, &sealed, &key_id, state.clock.now()).await? {
+        return Err(AppError::Conflict("An authenticator app is already enrolled; remove it first".into()));
+    }
+    let username: String =
+        sqlx::query_scalar("SELECT username FROM users WHERE id = $1").bind(who.user_id).fetch_one(tx.conn()).await?;
+    tx.commit().await?;
+    let uri = secret.uri("FortiFile", &username);
+    let qr_svg = qrcode::QrCode::new(uri.as_bytes())
+        .map_err(|e| anyhow::anyhow!("rendering the enrolment QR code: {e}"))?
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(200, 200)
+        .build();
+    Ok(TotpSetup { secret: secret.base32(), uri, qr_svg })
+}
+
+/// What confirming the first factor shows once: the recovery codes.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enrolled {
+    pub method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_codes: Option<Vec<Zeroizing<String>>>,
+}
+
+/// Confirms the unconfirmed TOTP factor with a code from it. The first factor
+/// also gets a set of recovery codes; the confirmation counts as a verification
+/// of the session.
+pub async fn confirm_totp(
+    state: &AppState,
+    source: &Source,
+    mut tx: TenantTx,
+    who: &Authenticated,
+    code: &str,
+) -> Result<Enrolled, AppError> {
+    let now = state.clock.now();
+    let (key, _) = store::sealing_key(&state.files.master);
+    let first = store::methods(&mut tx, who.user_id).await?.is_empty();
+    if !store::accept_totp(&mut tx, &key, who.user_id, code, now, true).await? {
+        let entry = Entry::new(Action::AuthMfaEnroll, Outcome::Fail)
+            .target("user", who.user_id)
+            .details(json!({ "method": "totp", "reason": "wrong_code" }));
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        return Err(AppError::invalid("code", "that code does not match the authenticator being set up"));
+    }
+    let recovery_codes = if first { Some(store::new_recovery_codes(&mut tx, who.user_id, now).await?) } else { None };
+    session::mark_verified(&mut tx, who.session_id, now).await?;
+    let entry = Entry::new(Action::AuthMfaEnroll, Outcome::Success)
+        .target("user", who.user_id)
+        .details(json!({ "method": "totp", "recoveryCodesIssued": recovery_codes.is_some() }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(Enrolled { method: "totp", recovery_codes })
+}
+
+/// Removes the caller's TOTP factor; with it gone and no other, the recovery
+/// codes go too.
+pub async fn remove_totp(source: &Source, mut tx: TenantTx, who: &Authenticated) -> Result<(), AppError> {
+    if !store::delete_totp(&mut tx, who.user_id).await? {
+        return Err(AppError::NotFound);
+    }
+    let remaining = store::methods(&mut tx, who.user_id).await?;
+    if remaining.is_empty() {
+        store::delete_recovery_codes(&mut tx, who.user_id).await?;
+    }
+    let entry = Entry::new(Action::AuthMfaRemove, Outcome::Success)
+        .target("user", who.user_id)
+        .details(json!({ "method": "totp", "remaining": remaining }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A fresh set of recovery codes, voiding the old one.
+pub async fn regenerate_recovery_codes(
+    state: &AppState,
+    source: &Source,
+    mut tx: TenantTx,
+    who: &Authenticated,
+) -> Result<Vec<Zeroizing<String>>, AppError> {
+    if store::methods(&mut tx, who.user_id).await?.is_empty() {
+        return Err(AppError::Conflict("Enrol a second factor first; recovery codes come with it".into()));
+    }
+    let codes = store::new_recovery_codes(&mut tx, who.user_id, state.clock.now()).await?;
+    let entry = Entry::new(Action::AuthMfaRecoveryRegenerated, Outcome::Success)
+        .target("user", who.user_id)
+        .details(json!({ "count": codes.len() }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(codes)
+}
+
+/// `GET /me/mfa`: where the caller stands.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaStatus {
+    pub enabled: bool,
+    pub methods: Vec<String>,
+    pub required: Option<String>,
+    pub compliant: bool,
+    pub enrollment_required: bool,
+    pub totp: Option<TotpStatus>,
+    pub recovery_codes_remaining: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TotpStatus {
+    pub confirmed: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<time::OffsetDateTime>,
+}
+
+pub async fn status(mut tx: TenantTx, who: &Authenticated) -> Result<MfaStatus, AppError> {
+    let totp = store::totp(&mut tx, who.user_id).await?.map(|row| TotpStatus {
+        confirmed: row.confirmed_at.is_some(),
+        created_at: row.created_at,
+        last_used_at: row.last_used_at,
+    });
+    let recovery_codes_remaining = store::recovery_codes_left(&mut tx, who.user_id).await?;
+    tx.commit().await?;
+    Ok(MfaStatus {
+        enabled: who.mfa.enabled(),
+        methods: who.mfa.methods.clone(),
+        required: who.mfa.required.clone(),
+        compliant: who.mfa.compliant(),
+        enrollment_required: who.mfa.stage == Stage::Enrolment,
+        totp,
+        recovery_codes_remaining,
+    })
+}
+
+/// The answer to a right password for a user with a factor: the second step.
+pub fn second_step_answer(methods: &[&str]) -> serde_json::Value {
+    json!({ "mfaRequired": true, "methods": second_step_methods(methods) })
+}
