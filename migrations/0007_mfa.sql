@@ -46,8 +46,40 @@ CREATE TABLE mfa_recovery_codes (
     FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id) ON DELETE CASCADE
 );
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON mfa_totp, mfa_recovery_codes TO fortifile_app;
-SELECT fortifile_enable_tenant_rls(t) FROM unnest(ARRAY['mfa_totp', 'mfa_recovery_codes']::regclass[]) AS t;
+-- Passkeys and security keys (WebAuthn). The credential id is unique across
+-- every account of every tenant. `passkey` is webauthn-rs's stored credential
+-- (public key, counter, backup flags); `counter` mirrors its signature counter
+-- so that an update only ever moves it forward.
+CREATE TABLE mfa_webauthn (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id     uuid NOT NULL,
+    user_id       uuid NOT NULL,
+    credential_id bytea NOT NULL UNIQUE,
+    name          text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 100),
+    passkey       jsonb NOT NULL,
+    counter       bigint NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL,
+    last_used_at  timestamptz,
+    FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX mfa_webauthn_user_idx ON mfa_webauthn (user_id);
+
+-- A WebAuthn ceremony in progress: bound to the session that started it, used
+-- once (taken with DELETE … RETURNING), good for five minutes. webauthn-rs does
+-- not expire its state itself.
+CREATE TABLE mfa_ceremonies (
+    session_id uuid NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    tenant_id  uuid NOT NULL,
+    kind       text NOT NULL CHECK (kind IN ('register', 'authenticate')),
+    state      jsonb NOT NULL,
+    name       text,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (session_id, kind)
+);
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON mfa_totp, mfa_recovery_codes, mfa_webauthn, mfa_ceremonies TO fortifile_app;
+SELECT fortifile_enable_tenant_rls(t)
+  FROM unnest(ARRAY['mfa_totp', 'mfa_recovery_codes', 'mfa_webauthn', 'mfa_ceremonies']::regclass[]) AS t;
 
 -- The request's first statement also says where the session stands with MFA:
 -- whether it is still pending, when it last verified a second factor, the
@@ -95,7 +127,9 @@ BEGIN
                   JOIN permissions p ON p.id = rp.permission_id
                   WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > p_now)),
            s.mfa_pending, s.verified_at,
-           ARRAY(SELECT 'totp'::text FROM mfa_totp t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL),
+           ARRAY(SELECT 'totp'::text FROM mfa_totp t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL
+                 UNION ALL
+                 SELECT 'webauthn' WHERE EXISTS (SELECT 1 FROM mfa_webauthn w WHERE w.user_id = u.id)),
            (SELECT CASE max(CASE coalesce(r.mfa_type, 'any') WHEN 'fido2' THEN 3 WHEN 'totp' THEN 2 ELSE 1 END)
                        WHEN 3 THEN 'fido2' WHEN 2 THEN 'totp' WHEN 1 THEN 'any' END
               FROM user_roles ur JOIN roles r ON r.id = ur.role_id

@@ -29,6 +29,8 @@ pub struct AppState {
     pub files: Arc<Vault>,
     /// Keyed hashes of names typed at login that match no account.
     pub login_names: LoginNames,
+    /// The WebAuthn relying party, or why passkeys are unavailable.
+    pub passkeys: Arc<Result<webauthn_rs::Webauthn, String>>,
 }
 
 impl AppState {
@@ -37,6 +39,20 @@ impl AppState {
     pub async fn new(db: Database, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
         let files = Vault::open(&config)?;
         let login_names = LoginNames::new(&files.master.derive(crate::audit::names::PURPOSE));
-        Ok(AppState { db, config: Arc::new(config), passwords: Passwords::new().await?, clock, files, login_names })
+        let passkeys = crate::auth::mfa::passkeys::relying_party(&config);
+        match &passkeys {
+            Ok(_) => tracing::info!("passkeys available"),
+            Err(why) => tracing::warn!("passkeys unavailable: {why}"),
+        }
+        let passwords = Passwords::new().await?;
+        Ok(AppState {
+            db,
+            config: Arc::new(config),
+            passwords,
+            clock,
+            files,
+            login_names,
+            passkeys: Arc::new(passkeys),
+        })
     }
 }

@@ -148,7 +148,9 @@ pub async fn second_step(
     };
     let next = safe_next(Some(&form.next));
     let method = if form.method.is_empty() { "totp".to_string() } else { form.method };
-    match flow::second_step(&state, &source, tx, &who, FactorInput { method, code: form.code }).await {
+    match flow::second_step(&state, &source, tx, &who, FactorInput { method, code: Some(form.code), credential: None })
+        .await
+    {
         Ok(Ok((_, cookie))) => {
             ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next)).into_response()
         }

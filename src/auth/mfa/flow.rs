@@ -7,7 +7,9 @@ use serde_json::json;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::{Stage, second_step_methods, store, totp::Secret};
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use super::{Stage, passkeys, second_step_methods, store, totp::Secret};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     auth::{
@@ -22,13 +24,18 @@ use crate::{
 /// Wrong second factors a pending session may make; the last ends it.
 pub const MAX_FAILURES: i32 = 5;
 
-/// A second factor as typed: `{"method": "totp" | "recovery", "code": "…"}`.
+/// A second factor: `{"method": "totp" | "recovery", "code": "…"}`, or
+/// `{"method": "webauthn", "credential": …}` (the browser's assertion, after a
+/// `…/webauthn/start` of the same session).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FactorInput {
     #[serde(default = "totp_method")]
     pub method: String,
-    pub code: Zeroizing<String>,
+    #[serde(default)]
+    pub code: Option<Zeroizing<String>>,
+    #[serde(default)]
+    pub credential: Option<Box<PublicKeyCredential>>,
 }
 
 impl std::fmt::Debug for FactorInput {
@@ -45,15 +52,22 @@ fn totp_method() -> String {
 enum Method {
     Totp,
     Recovery,
+    Webauthn,
 }
 
 impl Method {
-    fn parse(text: &str) -> Result<Method, AppError> {
-        match text {
-            "totp" => Ok(Method::Totp),
-            "recovery" => Ok(Method::Recovery),
-            "webauthn" => Err(AppError::invalid("method", "passkeys use /auth/mfa/webauthn/start and /finish")),
-            _ => Err(AppError::invalid("method", "expected totp or recovery")),
+    fn parse(input: &FactorInput) -> Result<Method, AppError> {
+        let method = match input.method.as_str() {
+            "totp" => Method::Totp,
+            "recovery" => Method::Recovery,
+            "webauthn" => Method::Webauthn,
+            _ => return Err(AppError::invalid("method", "expected totp, recovery or webauthn")),
+        };
+        match (method, &input.code, &input.credential) {
+            (Method::Webauthn, None, Some(_)) => Ok(method),
+            (Method::Webauthn, _, _) => Err(AppError::invalid("credential", "a passkey answers with a credential")),
+            (_, Some(_), None) => Ok(method),
+            _ => Err(AppError::invalid("code", "give the code")),
         }
     }
 
@@ -61,27 +75,36 @@ impl Method {
         match self {
             Method::Totp => "totp",
             Method::Recovery => "recovery",
+            Method::Webauthn => "webauthn",
         }
     }
 }
 
-/// Checks `input` against `user`'s factors; on success, the recovery codes left
-/// when a recovery code was used (and that use is recorded).
+/// Checks `input` against the user's factors (a passkey against the ceremony
+/// `who`'s session started); a used recovery code is recorded with how many
+/// are left.
 async fn check(
     state: &AppState,
     source: &Source,
     tx: &mut TenantTx,
-    user: Uuid,
+    who: &Authenticated,
     input: &FactorInput,
 ) -> Result<Result<(), ()>, AppError> {
-    let method = Method::parse(&input.method)?;
+    let method = Method::parse(input)?;
     let now = state.clock.now();
+    let user = who.user_id;
+    let code = input.code.as_deref().map(String::as_str).unwrap_or_default();
     match method {
         Method::Totp => {
             let (key, _) = store::sealing_key(&state.files.master);
-            Ok(store::accept_totp(tx, &key, user, &input.code, now, false).await?.then_some(()).ok_or(()))
+            Ok(store::accept_totp(tx, &key, user, code, now, false).await?.then_some(()).ok_or(()))
         }
-        Method::Recovery => match store::use_recovery_code(tx, user, &input.code, now).await? {
+        Method::Webauthn => {
+            let rp = relying_party(state)?;
+            let Some(credential) = input.credential.as_deref() else { return Ok(Err(())) };
+            Ok(passkeys::authenticate(rp, tx, who.session_id, user, credential, now).await?.then_some(()).ok_or(()))
+        }
+        Method::Recovery => match store::use_recovery_code(tx, user, code, now).await? {
             Some(left) => {
                 let entry = Entry::new(Action::AuthMfaRecoveryUsed, Outcome::Success)
                     .user(user)
@@ -127,9 +150,9 @@ pub async fn second_step(
     who: &Authenticated,
     input: FactorInput,
 ) -> Result<Result<(UserView, SessionCookie), WrongFactor>, AppError> {
-    let method = Method::parse(&input.method)?;
+    let method = Method::parse(&input)?;
     let now = state.clock.now();
-    if check(state, source, &mut tx, who.user_id, &input).await?.is_err() {
+    if check(state, source, &mut tx, who, &input).await?.is_err() {
         let failures = session::count_failure(&mut tx, who.session_id).await?;
         let account_failures = count_account_failure(&mut tx, who.user_id).await?;
         let ended = failures >= MAX_FAILURES;
@@ -171,11 +194,11 @@ pub async fn step_up(
     who: &Authenticated,
     input: FactorInput,
 ) -> Result<(), AppError> {
-    let method = Method::parse(&input.method)?;
+    let method = Method::parse(&input)?;
     if !who.mfa.enabled() {
         return Err(AppError::Conflict("No second factor is enrolled: there is nothing to step up with".into()));
     }
-    let outcome = check(state, source, &mut tx, who.user_id, &input).await?;
+    let outcome = check(state, source, &mut tx, who, &input).await?;
     let details = json!({ "method": method.as_str() });
     if outcome.is_err() {
         let account_failures = count_account_failure(&mut tx, who.user_id).await?;
@@ -322,6 +345,9 @@ pub struct MfaStatus {
     pub compliant: bool,
     pub enrollment_required: bool,
     pub totp: Option<TotpStatus>,
+    pub passkeys: Vec<passkeys::PasskeyView>,
+    /// Why passkeys cannot be used on this server, when they cannot.
+    pub passkeys_unavailable: Option<String>,
     pub recovery_codes_remaining: i64,
 }
 
@@ -335,13 +361,14 @@ pub struct TotpStatus {
     pub last_used_at: Option<time::OffsetDateTime>,
 }
 
-pub async fn status(mut tx: TenantTx, who: &Authenticated) -> Result<MfaStatus, AppError> {
+pub async fn status(state: &AppState, mut tx: TenantTx, who: &Authenticated) -> Result<MfaStatus, AppError> {
     let totp = store::totp(&mut tx, who.user_id).await?.map(|row| TotpStatus {
         confirmed: row.confirmed_at.is_some(),
         created_at: row.created_at,
         last_used_at: row.last_used_at,
     });
     let recovery_codes_remaining = store::recovery_codes_left(&mut tx, who.user_id).await?;
+    let passkeys = passkeys::list(&mut tx, who.user_id).await?;
     tx.commit().await?;
     Ok(MfaStatus {
         enabled: who.mfa.enabled(),
@@ -350,6 +377,8 @@ pub async fn status(mut tx: TenantTx, who: &Authenticated) -> Result<MfaStatus, 
         compliant: who.mfa.compliant(),
         enrollment_required: who.mfa.stage == Stage::Enrolment,
         totp,
+        passkeys,
+        passkeys_unavailable: state.passkeys.as_ref().as_ref().err().cloned(),
         recovery_codes_remaining,
     })
 }
@@ -357,4 +386,102 @@ pub async fn status(mut tx: TenantTx, who: &Authenticated) -> Result<MfaStatus, 
 /// The answer to a right password for a user with a factor: the second step.
 pub fn second_step_answer(methods: &[&str]) -> serde_json::Value {
     json!({ "mfaRequired": true, "methods": second_step_methods(methods) })
+}
+
+/// The relying party, or a 409 that says why passkeys are unavailable here.
+fn relying_party(state: &AppState) -> Result<&webauthn_rs::Webauthn, AppError> {
+    state.passkeys.as_ref().as_ref().map_err(|why| AppError::Conflict(format!("Passkeys are unavailable: {why}")))
+}
+
+/// Starts a passkey ceremony of the login's second step or of a step-up.
+pub async fn start_passkey_check(
+    state: &AppState,
+    mut tx: TenantTx,
+    who: &Authenticated,
+) -> Result<webauthn_rs::prelude::RequestChallengeResponse, AppError> {
+    let rp = relying_party(state)?;
+    let challenge = passkeys::start_authentication(rp, &mut tx, who.session_id, who.user_id, state.clock.now())
+        .await?
+        .ok_or_else(|| AppError::Conflict("No passkey is registered for this account".into()))?;
+    tx.commit().await?;
+    Ok(challenge)
+}
+
+/// Starts registering a passkey named `name` for the caller.
+pub async fn start_passkey_registration(
+    state: &AppState,
+    mut tx: TenantTx,
+    who: &Authenticated,
+    name: &str,
+) -> Result<webauthn_rs::prelude::CreationChallengeResponse, AppError> {
+    let rp = relying_party(state)?;
+    let name = crate::directory::clean_name("name", name, 100)?;
+    let username: String =
+        sqlx::query_scalar("SELECT username FROM users WHERE id = $1").bind(who.user_id).fetch_one(tx.conn()).await?;
+    let now = state.clock.now();
+    let challenge =
+        passkeys::start_registration(rp, &mut tx, who.session_id, who.user_id, &username, &name, now).await?;
+    tx.commit().await?;
+    Ok(challenge)
+}
+
+/// Finishes the caller's passkey registration. The first factor also gets
+/// recovery codes; registering counts as a verification of the session.
+pub async fn finish_passkey_registration(
+    state: &AppState,
+    source: &Source,
+    mut tx: TenantTx,
+    who: &Authenticated,
+    credential: &RegisterPublicKeyCredential,
+) -> Result<Enrolled, AppError> {
+    let rp = relying_party(state)?;
+    let now = state.clock.now();
+    let first = store::methods(&mut tx, who.user_id).await?.is_empty();
+    let (id, name) =
+        match passkeys::finish_registration(rp, &mut tx, who.session_id, who.user_id, credential, now).await? {
+            Ok(done) => done,
+            Err(reason) => {
+                let entry = Entry::new(Action::AuthMfaEnroll, Outcome::Fail)
+                    .target("user", who.user_id)
+                    .details(json!({ "method": "webauthn", "reason": reason }));
+                audit::record(&mut tx, source, entry).await?;
+                tx.commit().await?;
+                return Err(AppError::invalid("credential", reason));
+            }
+        };
+    let recovery_codes = if first { Some(store::new_recovery_codes(&mut tx, who.user_id, now).await?) } else { None };
+    session::mark_verified(&mut tx, who.session_id, now).await?;
+    let entry = Entry::new(Action::AuthMfaEnroll, Outcome::Success).target("user", who.user_id).details(json!({
+        "method": "webauthn", "passkey": id, "name": name, "recoveryCodesIssued": recovery_codes.is_some()
+    }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(Enrolled { method: "webauthn", recovery_codes })
+}
+
+/// Renames one of the caller's passkeys.
+pub async fn rename_passkey(mut tx: TenantTx, who: &Authenticated, id: Uuid, name: &str) -> Result<(), AppError> {
+    let name = crate::directory::clean_name("name", name, 100)?;
+    if !passkeys::rename(&mut tx, who.user_id, id, &name).await? {
+        return Err(AppError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes one of the caller's passkeys; with no factor left, the recovery codes go too.
+pub async fn remove_passkey(source: &Source, mut tx: TenantTx, who: &Authenticated, id: Uuid) -> Result<(), AppError> {
+    if !passkeys::delete(&mut tx, who.user_id, id).await? {
+        return Err(AppError::NotFound);
+    }
+    let remaining = store::methods(&mut tx, who.user_id).await?;
+    if remaining.is_empty() {
+        store::delete_recovery_codes(&mut tx, who.user_id).await?;
+    }
+    let entry = Entry::new(Action::AuthMfaRemove, Outcome::Success)
+        .target("user", who.user_id)
+        .details(json!({ "method": "webauthn", "passkey": id, "remaining": remaining }));
+    audit::record(&mut tx, source, entry).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -11,12 +11,14 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use uuid::Uuid;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 use zeroize::Zeroizing;
 
 use super::flow::{self, FactorInput};
 use crate::{
     auth::{Authenticated, session},
-    http::{AppState, client::ClientSource, error::AppError, guard::Tx, json::ApiJson},
+    http::{AppState, client::ClientSource, error::AppError, guard::Tx, json::ApiJson, params::ApiPath},
 };
 
 /// A code on its own (`/auth/mfa/totp`, `/auth/mfa/recovery`, `/me/mfa/totp/confirm`).
@@ -57,7 +59,8 @@ pub async fn login_totp(
     tx: Tx,
     ApiJson(input): ApiJson<CodeInput>,
 ) -> Response {
-    second_step(state, source, who, tx, FactorInput { method: "totp".into(), code: input.code }).await
+    second_step(state, source, who, tx, FactorInput { method: "totp".into(), code: Some(input.code), credential: None })
+        .await
 }
 
 /// `POST /auth/mfa/recovery {code}`.
@@ -68,7 +71,14 @@ pub async fn login_recovery(
     tx: Tx,
     ApiJson(input): ApiJson<CodeInput>,
 ) -> Response {
-    second_step(state, source, who, tx, FactorInput { method: "recovery".into(), code: input.code }).await
+    second_step(
+        state,
+        source,
+        who,
+        tx,
+        FactorInput { method: "recovery".into(), code: Some(input.code), credential: None },
+    )
+    .await
 }
 
 /// `POST /auth/step-up {method, code}`.
@@ -84,8 +94,8 @@ pub async fn step_up(
 }
 
 /// `GET /me/mfa`.
-pub async fn status(who: Authenticated, Tx(tx): Tx) -> Result<Response, AppError> {
-    Ok(Json(json!({ "mfa": flow::status(tx, &who).await? })).into_response())
+pub async fn status(State(state): State<AppState>, who: Authenticated, Tx(tx): Tx) -> Result<Response, AppError> {
+    Ok(Json(json!({ "mfa": flow::status(&state, tx, &who).await? })).into_response())
 }
 
 /// `POST /me/mfa/totp/setup`: the secret, its URI and QR code, shown once.
@@ -125,4 +135,97 @@ pub async fn recovery_regenerate(
 ) -> Result<Response, AppError> {
     let codes = flow::regenerate_recovery_codes(&state, &source, tx, &who).await?;
     Ok((StatusCode::CREATED, Json(json!({ "recoveryCodes": codes }))).into_response())
+}
+
+/// A passkey's answer (`/auth/mfa/webauthn/finish`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionInput {
+    credential: Box<PublicKeyCredential>,
+}
+
+/// `POST /auth/mfa/webauthn/start` (login) and `POST /auth/step-up/webauthn/start`:
+/// the browser's `PublicKeyCredentialRequestOptions` (`{"publicKey": …}`).
+pub async fn passkey_start(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Tx(tx): Tx,
+) -> Result<Response, AppError> {
+    Ok(Json(flow::start_passkey_check(&state, tx, &who).await?).into_response())
+}
+
+/// `POST /auth/mfa/webauthn/finish {credential}`.
+pub async fn login_passkey(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    tx: Tx,
+    ApiJson(input): ApiJson<AssertionInput>,
+) -> Response {
+    let factor = FactorInput { method: "webauthn".into(), code: None, credential: Some(input.credential) };
+    second_step(state, source, who, tx, factor).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameInput {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `POST /me/mfa/webauthn/register/start {name?}`: `{"publicKey": …}` for `navigator.credentials.create`.
+pub async fn passkey_register_start(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Tx(tx): Tx,
+    ApiJson(input): ApiJson<NameInput>,
+) -> Result<Response, AppError> {
+    let name = input.name.unwrap_or_else(|| "Passkey".into());
+    Ok(Json(flow::start_passkey_registration(&state, tx, &who, &name).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationInput {
+    credential: Box<RegisterPublicKeyCredential>,
+}
+
+/// `POST /me/mfa/webauthn/register/finish {credential}`.
+pub async fn passkey_register_finish(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    Tx(tx): Tx,
+    ApiJson(input): ApiJson<RegistrationInput>,
+) -> Result<Response, AppError> {
+    let enrolled = flow::finish_passkey_registration(&state, &source, tx, &who, &input.credential).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "enrolled": enrolled }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameInput {
+    name: String,
+}
+
+/// `PATCH /me/mfa/webauthn/{id} {name}`.
+pub async fn passkey_rename(
+    who: Authenticated,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<RenameInput>,
+) -> Result<Response, AppError> {
+    flow::rename_passkey(tx, &who, id, &input.name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /me/mfa/webauthn/{id}`.
+pub async fn passkey_remove(
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, AppError> {
+    flow::remove_passkey(&source, tx, &who, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -9,6 +9,7 @@
 
 pub mod flow;
 pub mod handlers;
+pub mod passkeys;
 pub mod store;
 pub mod totp;
 

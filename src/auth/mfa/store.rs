@@ -104,12 +104,14 @@ pub async fn delete_totp(tx: &mut TenantTx, user: Uuid) -> Result<bool, sqlx::Er
 
 /// The user's confirmed methods, in the order the API lists them.
 pub async fn methods(tx: &mut TenantTx, user: Uuid) -> Result<Vec<&'static str>, sqlx::Error> {
-    let totp: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)")
-            .bind(user)
-            .fetch_one(tx.conn())
-            .await?;
-    Ok(if totp { vec!["totp"] } else { Vec::new() })
+    let (totp, webauthn): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL), \
+                EXISTS (SELECT 1 FROM mfa_webauthn WHERE user_id = $1)",
+    )
+    .bind(user)
+    .fetch_one(tx.conn())
+    .await?;
+    Ok([(totp, "totp"), (webauthn, "webauthn")].into_iter().filter(|(has, _)| *has).map(|(_, m)| m).collect())
 }
 
 /// Replaces `user`'s recovery codes with a fresh set and returns it (to show once).
