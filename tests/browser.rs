@@ -100,3 +100,18 @@ async fn an_admin_sees_the_failed_login_highlight_filters_the_log_and_tracks_an_
     assert_eq!(app.audit_count("incident.create").await, 1);
     assert_eq!(app.audit("incident.update").await[0].details["changes"]["status"]["after"], "investigating");
 }
+
+#[tokio::test]
+async fn a_user_enrols_an_authenticator_app_and_a_passkey_then_signs_in_with_the_passkey_in_a_real_browser() {
+    let app = TestApp::spawn_on_localhost().await;
+    app.create_user("paula", "student", "General", "public").await;
+    let base = format!("http://localhost:{}", app.addr.port());
+    scenario(&app, "mfa.mjs", "mfa", &[("BASE_URL", &base), ("USER_NAME", "paula"), ("PASSWORD", PASSWORD)]).await;
+
+    let enrolled = app.audit("auth.mfa.enroll").await;
+    let methods: Vec<_> = enrolled.iter().map(|r| (r.result.as_str(), r.details["method"].as_str().unwrap())).collect();
+    assert_eq!(methods, [("success", "totp"), ("success", "webauthn")]);
+    let verified = app.audit("auth.mfa.verify").await;
+    assert_eq!((verified.len(), verified[0].details["method"].as_str()), (1, Some("webauthn")));
+    assert_eq!(app.audit("auth.login").await.last().unwrap().details["secondStep"], "required");
+}

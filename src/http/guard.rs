@@ -206,6 +206,26 @@ impl Routes {
         self.add_with(method, path, Access::Guarded(permission), handler, Kind::PAGE)
     }
 
+    /// A page of MFA enrolment (`/me/mfa`'s forms, the step-up page): full
+    /// sessions and those held until they enrol.
+    pub fn page_enrolment<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::Enrolment, ..Kind::PAGE })
+    }
+
+    /// An enrolment page's form that also needs a recent step-up.
+    pub fn page_enrolment_step_up<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let kind = Kind { admits: Admits::Enrolment, step_up: true, ..Kind::PAGE };
+        self.add_with(method, path, Access::Session, handler, kind)
+    }
+
     /// The login page's second step: a form for a session waiting for its second factor.
     pub fn page_second_step<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
     where
@@ -349,7 +369,10 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         if let Err(e) = tx.commit().await {
             return AppError::from(e).into_response();
         }
-        // Pages show the message as an error page (`web::html_errors`).
+        // A page held in enrolment goes to the enrolment page.
+        if guard.kind.html && matches!(refusal, AppError::MfaEnrollmentRequired) {
+            return axum::response::Redirect::to("/me/mfa").into_response();
+        }
         return refusal.into_response();
     }
     let stepped_up = !guard.kind.step_up || who.mfa.stepped_up(state.clock.now(), state.config.step_up);
@@ -378,6 +401,11 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         // nothing to record; the step-up itself is audited.
         if let Err(e) = tx.commit().await {
             return AppError::from(e).into_response();
+        }
+        if guard.kind.html {
+            // A form post cannot be replayed after a redirect: back to the
+            // page it came from, once the second factor is verified again.
+            return crate::web::to_step_up(&parts.headers);
         }
         return AppError::StepUpRequired.into_response();
     }

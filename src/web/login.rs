@@ -98,8 +98,9 @@ pub async fn submit(
         Ok(LoggedIn::Full(_, cookie)) => {
             ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next)).into_response()
         }
-        Ok(LoggedIn::SecondStep { cookie, .. }) => {
-            let page = SecondStepPage { next, csrf_token: cookie.csrf_token(), error: None };
+        Ok(LoggedIn::SecondStep { cookie, methods }) => {
+            let passkeys = methods.contains(&"webauthn");
+            let page = SecondStepPage { next, csrf_token: cookie.csrf_token(), passkeys, error: None };
             let mut response = render(&page);
             response.headers_mut().insert(header::SET_COOKIE, session::set_cookie(&state.config, &cookie));
             response
@@ -118,6 +119,8 @@ pub async fn submit(
 struct SecondStepPage {
     next: String,
     csrf_token: String,
+    /// The user has a passkey (the page offers it, with script).
+    passkeys: bool,
     error: Option<String>,
 }
 
@@ -138,19 +141,21 @@ pub async fn second_step(
     Tx(tx): Tx,
     form: Result<ApiForm<SecondStepForm>, AppError>,
 ) -> Response {
+    let passkeys = who.mfa.methods.iter().any(|m| m == "webauthn");
+    let page = |next: String, error: String| SecondStepPage {
+        next,
+        csrf_token: who.cookie.csrf_token(),
+        passkeys,
+        error: Some(error),
+    };
     let form = match form {
         Ok(ApiForm(form)) => form,
-        Err(e) => {
-            let page =
-                SecondStepPage { next: "/".into(), csrf_token: who.cookie.csrf_token(), error: Some(e.to_string()) };
-            return render_status(e.status(), &page);
-        }
+        Err(e) => return render_status(e.status(), &page("/".into(), e.to_string())),
     };
     let next = safe_next(Some(&form.next));
     let method = if form.method.is_empty() { "totp".to_string() } else { form.method };
-    match flow::second_step(&state, &source, tx, &who, FactorInput { method, code: Some(form.code), credential: None })
-        .await
-    {
+    let input = FactorInput { method, code: Some(form.code), credential: None };
+    match flow::second_step(&state, &source, tx, &who, input).await {
         Ok(Ok((_, cookie))) => {
             ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next)).into_response()
         }
@@ -165,18 +170,9 @@ pub async fn second_step(
             response.headers_mut().insert(header::SET_COOKIE, session::clear_cookie(&state.config));
             response
         }
-        Ok(Err(_)) => {
-            let error = Some(AppError::WrongSecondFactor.to_string());
-            render_status(
-                StatusCode::UNAUTHORIZED,
-                &SecondStepPage { next, csrf_token: who.cookie.csrf_token(), error },
-            )
-        }
+        Ok(Err(_)) => render_status(StatusCode::UNAUTHORIZED, &page(next, AppError::WrongSecondFactor.to_string())),
         Err(e @ AppError::Internal(_)) => e.into_response(),
-        Err(e) => render_status(
-            e.status(),
-            &SecondStepPage { next, csrf_token: who.cookie.csrf_token(), error: Some(e.to_string()) },
-        ),
+        Err(e) => render_status(e.status(), &page(next, e.to_string())),
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod documents;
 pub mod login;
+pub mod mfa;
 
 use askama::Template;
 use axum::{
@@ -69,6 +70,19 @@ pub fn to_login(uri: &Uri) -> Response {
     let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let next: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
     Redirect::to(&format!("/login?next={next}")).into_response()
+}
+
+/// To the step-up page, and from there back to the page the refused form was on
+/// (its `Referer`, when it is one of ours).
+pub fn to_step_up(headers: &HeaderMap) -> Response {
+    let back = headers.get(header::REFERER).and_then(|v| v.to_str().ok()).and_then(|r| url::Url::parse(r).ok()).map(
+        |u| match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+    );
+    let next: String = url::form_urlencoded::byte_serialize(safe_next(back.as_deref()).as_bytes()).collect();
+    Redirect::to(&format!("/step-up?next={next}")).into_response()
 }
 
 #[derive(Template)]
@@ -139,6 +153,19 @@ pub struct Nav {
 }
 
 impl Nav {
+    /// The header of a page that needs no permission (MFA enrolment, step-up):
+    /// who is signed in and the logout form, no other links.
+    pub fn plain(me: &Me, who: &Authenticated) -> Nav {
+        Nav {
+            username: me.0.username.clone(),
+            csrf: who.cookie.csrf_token(),
+            view_logs: false,
+            incidents: false,
+            users: false,
+            roles: false,
+        }
+    }
+
     /// The header for the signed-in user, from what the request's first
     /// statement found (no query of its own).
     pub fn new(me: &Me, who: &Authenticated, subject: &Subject) -> Nav {
@@ -158,9 +185,9 @@ pub async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", include_str!("../../static/app.css"))
 }
 
-/// `GET /static/upload.js`
-pub async fn upload_script() -> Response {
-    asset("text/javascript; charset=utf-8", include_str!("../../static/upload.js"))
+/// `GET /static/app.js`: the one script (upload progress, badge colours, passkeys).
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../../static/app.js"))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

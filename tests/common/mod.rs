@@ -164,6 +164,21 @@ impl TestApp {
 
     /// Starts a server on a fresh database; `configure` adjusts the configuration.
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_with_addr(|config, _| configure(config)).await
+    }
+
+    /// A server whose public URL is `http://localhost:<its port>`: what
+    /// browsers need for passkeys (a relying-party id cannot be an IP address).
+    pub async fn spawn_on_localhost() -> TestApp {
+        Self::spawn_with_addr(|config, addr| {
+            config.public_url = Some(url::Url::parse(&format!("http://localhost:{}", addr.port())).unwrap());
+        })
+        .await
+    }
+
+    /// Starts a server on a fresh database; `configure` adjusts the
+    /// configuration, knowing the address the server will listen on.
+    pub async fn spawn_with_addr(configure: impl FnOnce(&mut Config, std::net::SocketAddr)) -> TestApp {
         let cluster = cluster();
         let db_name = format!("ft_{}_{}", std::process::id(), Uuid::new_v4().simple());
         let mut admin = PgConnection::connect_with(&cluster.admin.clone().database("postgres")).await.unwrap();
@@ -181,11 +196,11 @@ impl TestApp {
         let mut config = Config::from_lookup(|_| None).unwrap();
         config.data_dir = data.to_path_buf();
         config.storage = StorageSpec::Local(data.join("files"));
-        configure(&mut config);
-        let clock = ManualClock::new(OffsetDateTime::now_utc());
-        let state = AppState::new(db.clone(), config, Arc::new(clock.clone())).await.expect("server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        configure(&mut config, addr);
+        let clock = ManualClock::new(OffsetDateTime::now_utc());
+        let state = AppState::new(db.clone(), config, Arc::new(clock.clone())).await.expect("server state");
         tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
         TestApp {
             base: format!("http://{addr}"),

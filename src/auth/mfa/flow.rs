@@ -249,13 +249,24 @@ pub async fn setup_totp(state: &AppState, mut tx: TenantTx, who: &Authenticated)
     let username: String =
         sqlx::query_scalar("SELECT username FROM users WHERE id = $1").bind(who.user_id).fetch_one(tx.conn()).await?;
     tx.commit().await?;
-    let uri = secret.uri("FortiFile", &username);
-    let qr_svg = qrcode::QrCode::new(uri.as_bytes())
+    Ok(view(&secret, &username)?)
+}
+
+fn view(secret: &Secret, username: &str) -> anyhow::Result<TotpSetup> {
+    let uri = secret.uri("FortiFile", username);
+    let svg = qrcode::QrCode::new(uri.as_bytes())
         .map_err(|e| anyhow::anyhow!("rendering the enrolment QR code: {e}"))?
         .render::<qrcode::render::svg::Color>()
         .min_dimensions(200, 200)
         .build();
+    // The SVG element alone, to sit inside a page.
+    let qr_svg = svg.find("<svg").map(|at| svg[at..].to_string()).unwrap_or(svg);
     Ok(TotpSetup { secret: secret.base32(), uri, qr_svg })
+}
+
+/// The setup view of a secret given back by the setup page (after a wrong code).
+pub fn setup_view(secret: &str, username: &str) -> Option<TotpSetup> {
+    view(&Secret::from_base32(secret)?, username).ok()
 }
 
 /// What confirming the first factor shows once: the recovery codes.

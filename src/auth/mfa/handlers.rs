@@ -93,11 +93,6 @@ pub async fn step_up(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /me/mfa`.
-pub async fn status(State(state): State<AppState>, who: Authenticated, Tx(tx): Tx) -> Result<Response, AppError> {
-    Ok(Json(json!({ "mfa": flow::status(&state, tx, &who).await? })).into_response())
-}
-
 /// `POST /me/mfa/totp/setup`: the secret, its URI and QR code, shown once.
 pub async fn totp_setup(State(state): State<AppState>, who: Authenticated, Tx(tx): Tx) -> Result<Response, AppError> {
     let setup = flow::setup_totp(&state, tx, &who).await?;
