@@ -92,6 +92,7 @@ fn routes(state: AppState) -> Routes {
         .guarded_step_up(M::PUT, "/api/users/{id}", UsersEdit, dir::update_user)
         .guarded(M::DELETE, "/api/users/{id}", UsersDelete, dir::delete_user)
         .guarded(M::POST, "/api/users/{id}/approve", UsersEdit, dir::approve_user)
+        .guarded_step_up(M::POST, "/api/users/{id}/mfa/reset", UsersEdit, dir::reset_mfa)
         .guarded(M::POST, "/api/users/{id}/reject", UsersEdit, dir::reject_user)
         .guarded_step_up(M::POST, "/api/users/{id}/roles", AdminManageRoles, dir::assign_role)
         .guarded_step_up(M::DELETE, "/api/users/{id}/roles/{role}", AdminManageRoles, dir::revoke_role)

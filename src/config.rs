@@ -89,6 +89,8 @@ pub struct Highlights {
     pub rbac_denials: Threshold,
     /// `file.download` by one user.
     pub bulk_downloads: Threshold,
+    /// Wrong second factors at login for one account.
+    pub mfa_failures: Threshold,
 }
 
 /// A storage backend as configured.
@@ -215,6 +217,7 @@ impl Config {
             mac_denials: threshold("FORTIFILE_HIGHLIGHT_MAC_DENIALS", 3, 60)?,
             rbac_denials: threshold("FORTIFILE_HIGHLIGHT_RBAC_DENIALS", 5, 15)?,
             bulk_downloads: threshold("FORTIFILE_HIGHLIGHT_BULK_DOWNLOADS", 50, 10)?,
+            mfa_failures: threshold("FORTIFILE_HIGHLIGHT_MFA_FAILURES", 5, 15)?,
         };
         let dashboard_timeout = seconds(&get, "FORTIFILE_DASHBOARD_TIMEOUT", 30)?;
         let registration_limit = threshold("FORTIFILE_REGISTRATION_LIMIT", 20, 60)?;

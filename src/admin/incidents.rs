@@ -126,6 +126,7 @@ pub async fn new(
         "mac_denials" => "Repeated MAC denials",
         "rbac_denials" => "Repeated permission denials",
         "bulk_downloads" => "Bulk downloads",
+        "mfa_failures" => "Repeated failed second factors",
         _ => "",
     };
     let title = match (&related, what) {

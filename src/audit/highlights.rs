@@ -8,6 +8,7 @@
 //! | `mac_denials` | `mac.denied` | the user | 3 in 60 min |
 //! | `rbac_denials` | `rbac.denied` | the user | 5 in 15 min |
 //! | `bulk_downloads` | `file.download` success | the user | 50 in 10 min |
+//! | `mfa_failures` | `auth.mfa.verify` fail (the login's second step) | the user | 5 in 15 min |
 //!
 //! Windows slide: each event starts a window `[t, t + W]`, and a subject is
 //! highlighted by its fullest window. Every rule is one sort in PostgreSQL (by
@@ -73,7 +74,7 @@ struct Rule {
     threshold: Threshold,
 }
 
-fn rules(state: &AppState) -> [Rule; 5] {
+fn rules(state: &AppState) -> [Rule; 6] {
     let t = &state.config.highlights;
     [
         Rule {
@@ -115,6 +116,14 @@ fn rules(state: &AppState) -> [Rule; 5] {
             subject: Subject::User,
             distinct_usernames: false,
             threshold: t.bulk_downloads,
+        },
+        Rule {
+            kind: "mfa_failures",
+            action: "auth.mfa.verify",
+            result: "fail",
+            subject: Subject::User,
+            distinct_usernames: false,
+            threshold: t.mfa_failures,
         },
     ]
 }

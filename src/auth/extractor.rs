@@ -109,6 +109,7 @@ pub async fn open(state: &AppState, cookie: &SessionCookie, source: &Source) -> 
         department: row.department,
         clearance_level: row.clearance,
         requested_role: row.requested_role,
+        mfa_enabled: who.mfa.enabled(),
         last_login: row.last_login,
         created_at: row.created_at,
         department_id: row.department_id,

@@ -56,7 +56,6 @@ pub async fn logout(
 /// commits its transaction), so this is one round trip to the database.
 pub async fn me(who: Authenticated, Me(me): Me) -> Result<Response, AppError> {
     let mut user = serde_json::to_value(&*me).map_err(anyhow::Error::from)?;
-    user["mfaEnabled"] = who.mfa.enabled().into();
     user["mfa"] = json!({ "methods": who.mfa.methods, "required": who.mfa.required, "compliant": who.mfa.compliant() });
     Ok(Json(json!({ "user": user, "csrfToken": who.cookie.csrf_token() })).into_response())
 }

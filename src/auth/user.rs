@@ -26,6 +26,8 @@ pub struct UserView {
     pub clearance_level: String,
     /// What a self-registered user asked to be (seed 003), until approved.
     pub requested_role: Option<String>,
+    /// Whether a second factor is enrolled (a confirmed TOTP or a passkey).
+    pub mfa_enabled: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_login: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
@@ -44,6 +46,8 @@ macro_rules! user_view_sql {
             "SELECT u.id, u.username, u.email, u.status, u.requested_role, u.department_id, \
                     d.name AS department, c.name AS clearance_level, c.level AS clearance_rank, \
                     u.last_login, u.created_at, \
+                    (EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL) \
+                     OR EXISTS (SELECT 1 FROM mfa_webauthn w WHERE w.user_id = u.id)) AS mfa_enabled, \
                     ARRAY(SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
                           WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > $1) \
                           ORDER BY ur.assigned_at, r.name) AS roles, \

@@ -6,7 +6,7 @@ use axum::{Json, body::Bytes, extract::State, response::IntoResponse};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{attributes, membership, roles, users};
+use super::{attributes, factors, membership, roles, users};
 use crate::{
     authz::Permit,
     http::{
@@ -93,6 +93,17 @@ pub async fn revoke_role(
 ) -> Answer {
     membership::revoke_role(&s, &permit, &src, tx, id, &role).await?;
     no_content()
+}
+
+pub async fn reset_mfa(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<factors::ResetMfa>,
+) -> Answer {
+    ok("reset", factors::reset_mfa(&s, &permit, &src, tx, id, input).await?)
 }
 
 pub async fn approve_user(

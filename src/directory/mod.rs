@@ -23,6 +23,7 @@
 //!   instant, not only now).
 
 pub mod attributes;
+pub mod factors;
 pub mod handlers;
 pub mod membership;
 pub mod roles;
