@@ -119,3 +119,48 @@ async fn repeated_wrong_second_factors_on_one_account_are_highlighted_at_five_an
     let (_, evidence) = admin.get(found[0]["logs"].as_str().unwrap()).await;
     assert_eq!(evidence["logs"].as_array().unwrap().len(), 5, "the highlight's filter selects its evidence");
 }
+
+#[tokio::test]
+async fn the_route_table_marks_every_sensitive_change_as_needing_a_step_up() {
+    let app = TestApp::spawn().await;
+    let table = fortifile::app::route_table(app.state.clone());
+    let sensitive = [
+        ("POST", "/api/users"),
+        ("PUT", "/api/users/{id}"),
+        ("POST", "/api/users/{id}/approve"),
+        ("POST", "/api/users/{id}/roles"),
+        ("DELETE", "/api/users/{id}/roles/{role}"),
+        ("POST", "/api/users/{id}/mfa/reset"),
+        ("POST", "/api/roles"),
+        ("PUT", "/api/roles/{id}"),
+        ("DELETE", "/api/roles/{id}"),
+        ("POST", "/api/departments"),
+        ("PUT", "/api/departments/{id}"),
+        ("DELETE", "/api/departments/{id}"),
+        ("POST", "/api/clearance-levels"),
+        ("PUT", "/api/clearance-levels/{id}"),
+        ("DELETE", "/api/clearance-levels/{id}"),
+        ("PATCH", "/api/files/{id}"),
+        ("GET", "/api/audit-logs/export.csv"),
+        ("GET", "/api/audit-logs/export.jsonl"),
+        ("POST", "/admin/users/{id}"),
+        ("POST", "/admin/users/{id}/approve"),
+        ("POST", "/admin/roles/{id}"),
+        ("POST", "/me/mfa/totp/setup"),
+        ("POST", "/me/mfa/totp/confirm"),
+        ("DELETE", "/me/mfa/totp"),
+        ("POST", "/me/mfa/recovery-codes"),
+        ("POST", "/me/mfa/webauthn/register/start"),
+        ("POST", "/me/mfa/webauthn/register/finish"),
+        ("DELETE", "/me/mfa/webauthn/{id}"),
+        ("POST", "/me/mfa/form/totp-remove"),
+        ("POST", "/me/mfa/form/passkeys/{id}/remove"),
+    ];
+    for (method, path) in sensitive {
+        let rule = table.iter().find(|r| r.method.as_str() == method && r.path == path);
+        assert!(rule.is_some_and(|r| r.step_up), "{method} {path} must be declared with a step-up");
+    }
+    let reads = table.iter().filter(|r| r.method == reqwest::Method::GET && r.step_up);
+    let reads: Vec<_> = reads.map(|r| r.path).collect();
+    assert_eq!(reads, ["/api/audit-logs/export.csv", "/api/audit-logs/export.jsonl"], "reads need none, but exports");
+}
