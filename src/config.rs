@@ -61,6 +61,11 @@ pub struct Config {
     /// `FORTIFILE_STEP_UP_MINUTES`: how long a second-factor verification
     /// counts for sensitive actions.
     pub step_up: Duration,
+    /// `FORTIFILE_LOGIN_LOCKOUT`: failed logins per account before delays start.
+    pub login_lockout: Threshold,
+    /// `FORTIFILE_LOGIN_ADDRESS_LIMIT`: failed logins per client address (all
+    /// usernames) before delays start; devices that signed in before are exempt.
+    pub login_address_limit: Threshold,
     /// `FORTIFILE_DB_POOL_SIZE`: connections to PostgreSQL. Every request holds
     /// one for its whole transaction, so this bounds the requests in the
     /// database at once; past what the database's cores can run, more only
@@ -211,6 +216,8 @@ impl Config {
                 _ => Err(bad(var, format!("expected COUNT/MINUTES such as 5/15, got {v:?}"))),
             }
         };
+        let login_lockout = threshold("FORTIFILE_LOGIN_LOCKOUT", 5, 15)?;
+        let login_address_limit = threshold("FORTIFILE_LOGIN_ADDRESS_LIMIT", 30, 15)?;
         let highlights = Highlights {
             failed_logins: threshold("FORTIFILE_HIGHLIGHT_FAILED_LOGINS", 5, 15)?,
             password_spraying: threshold("FORTIFILE_HIGHLIGHT_PASSWORD_SPRAYING", 5, 15)?,
@@ -258,6 +265,8 @@ impl Config {
             dashboard_timeout,
             registration_limit,
             step_up,
+            login_lockout,
+            login_address_limit,
             db_pool_size,
         })
     }

@@ -180,6 +180,16 @@ pub async fn approve_user(
     outcome("/admin/users", result)
 }
 
+pub async fn unlock_user(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    permit: Permit,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Response {
+    outcome("/admin/users", crate::directory::factors::unlock(&state, &permit, &source, tx, id).await)
+}
+
 pub async fn reject_user(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,

@@ -64,6 +64,13 @@ pub enum Action {
     AuthMfaRecoveryUsed,
     AuthMfaRecoveryRegenerated,
     AuthStepUp,
+    AuthLockout,
+    UserUnlock,
+    AuthPasswordChange,
+    AuthSessionEnd,
+    ApiKeyCreate,
+    ApiKeyRevoke,
+    AuthApiKey,
 }
 
 impl Action {
@@ -112,6 +119,13 @@ impl Action {
             Action::AuthMfaRecoveryUsed => "auth.mfa.recovery_used",
             Action::AuthMfaRecoveryRegenerated => "auth.mfa.recovery_regenerated",
             Action::AuthStepUp => "auth.step_up",
+            Action::AuthLockout => "auth.lockout",
+            Action::UserUnlock => "user.unlock",
+            Action::AuthPasswordChange => "auth.password_change",
+            Action::AuthSessionEnd => "auth.session_end",
+            Action::ApiKeyCreate => "apikey.create",
+            Action::ApiKeyRevoke => "apikey.revoke",
+            Action::AuthApiKey => "auth.api_key",
         }
     }
 }

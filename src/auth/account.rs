@@ -7,6 +7,7 @@
 //! only a keyed hash of what was typed (see `audit::names`): it may be a
 //! password typed into the wrong field.
 
+use axum::http::{HeaderMap, HeaderValue};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     extractor::Authenticated,
-    mfa,
+    lockout, mfa,
     password::check_policy,
     session::{self, SessionCookie},
     throttle,
@@ -167,22 +168,25 @@ pub async fn register(state: &AppState, source: &Source, input: RegisterInput) -
 
 /// A right password's outcome.
 pub enum LoggedIn {
-    /// A full session: the user has no second factor.
-    Full(Box<UserView>, SessionCookie),
+    /// A full session: the user has no second factor. With the device cookie
+    /// that exempts this browser from the address limit next time.
+    Full(Box<UserView>, SessionCookie, HeaderValue),
     /// A pending session that waits for the second factor (`methods` offered).
     SecondStep { cookie: SessionCookie, methods: Vec<&'static str> },
 }
 
-/// Checks credentials and opens a fresh session (replacing `previous`, if any):
-/// a full one, or for a user with a second factor a pending one. Whether the
-/// password was right shows only after it: a wrong password, an unknown user
-/// and an unknown tenant answer alike.
+/// Checks credentials and opens a fresh session (replacing the one `headers`
+/// carry, if any): a full one, or for a user with a second factor a pending
+/// one. Each attempt is first claimed against the account's and the address's
+/// limits (`lockout`); a held attempt spends the same Argon2 work and answers
+/// exactly like a wrong password, as do an unknown user and tenant.
 pub async fn login(
     state: &AppState,
     source: &Source,
     input: LoginInput,
-    previous: Option<SessionCookie>,
+    headers: &HeaderMap,
 ) -> Result<LoggedIn, AppError> {
+    let previous = session::from_headers(&state.config, headers);
     let login = input.username.trim();
     let slug = input.tenant.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_TENANT);
     let tenant = if slug.len() <= 63 { state.db.tenant_by_slug(slug).await? } else { None };
@@ -199,9 +203,21 @@ pub async fn login(
         let mut tx = state.db.tenant_tx(tenant.id, None).await?;
         user::find_credentials(&mut tx, login).await?
     };
+    let now = state.clock.now();
+    // The claim commits on its own, before the hash: a slow hash must not hold
+    // the counters' rows (every login from one address would queue on them).
+    let device = account.as_ref().is_some_and(|a| state.devices.recognises(headers, tenant.id, a.id));
+    let mut tx = state.db.tenant_tx(tenant.id, None).await?;
+    let held =
+        lockout::admit(&mut tx, &state.config, source, account.as_ref().map(|a| (a.id, a.locked_at)), device, now)
+            .await?;
+    tx.commit().await?;
+    if let Some(held) = held {
+        state.passwords.verify(&input.password, None).await?;
+        return refuse_login(state, tenant.id, source, login, Refusal::Held(account.as_ref(), held)).await;
+    }
     let verified = state.passwords.verify(&input.password, account.as_ref().map(|a| a.password_hash.as_str())).await?;
 
-    let now = state.clock.now();
     let account = match account {
         None => return refuse_login(state, tenant.id, source, login, Refusal::UnknownUser).await,
         Some(a) if !verified => return refuse_login(state, tenant.id, source, login, Refusal::BadPassword(&a)).await,
@@ -228,15 +244,20 @@ pub async fn login(
         return Ok(LoggedIn::SecondStep { cookie, methods: mfa::second_step_methods(&methods) });
     }
     user::record_login(&mut tx, account.id, now).await?;
+    lockout::succeeded(&mut tx, source, account.id).await?;
     let view = user::load_view(&mut tx, account.id, now).await?;
     tx.commit().await?;
     let view = view.ok_or_else(|| anyhow::anyhow!("the user vanished during login"))?;
-    Ok(LoggedIn::Full(Box::new(view), cookie))
+    let device = state.devices.cookie(&state.config, tenant.id, account.id);
+    Ok(LoggedIn::Full(Box::new(view), cookie, device))
 }
 
 enum Refusal<'a> {
     UnknownUser,
     BadPassword(&'a Credentials),
+    /// Not tried: a delay runs for the account or the address, or the account
+    /// is locked. Answered like a wrong password.
+    Held(Option<&'a Credentials>, lockout::Held),
     /// The password was right but the account may not sign in.
     NotActive(&'a Credentials),
 }
@@ -259,6 +280,10 @@ async fn refuse_login<T>(
             .target("user", account.id)
             .details(json!({ "reason": reason, "username": account.username, "loginWith": with }))
     };
+    let wrong_password = match &refusal {
+        Refusal::BadPassword(account) => Some(account.id),
+        _ => None,
+    };
     let (entry, error) = match refusal {
         Refusal::UnknownUser => {
             let entry = Entry::new(Action::AuthLogin, Outcome::Fail).details(json!({
@@ -269,6 +294,15 @@ async fn refuse_login<T>(
             (entry, AppError::InvalidCredentials)
         }
         Refusal::BadPassword(account) => (against("bad_password", account), AppError::InvalidCredentials),
+        Refusal::Held(Some(account), held) => (against(held.reason(), account), AppError::InvalidCredentials),
+        Refusal::Held(None, held) => {
+            let entry = Entry::new(Action::AuthLogin, Outcome::Fail).details(json!({
+                "reason": held.reason(),
+                "username": state.login_names.digest(login),
+                "usernameLength": login.chars().count(),
+            }));
+            (entry, AppError::InvalidCredentials)
+        }
         Refusal::NotActive(account) => {
             let status = account.status.as_str();
             let message = match status {
@@ -280,6 +314,9 @@ async fn refuse_login<T>(
         }
     };
     let mut tx = state.db.tenant_tx(tenant, None).await?;
+    if let Some(account) = wrong_password {
+        lockout::failed(&mut tx, source, account, state.clock.now()).await?;
+    }
     audit::record(&mut tx, source, entry).await?;
     tx.commit().await?;
     Err(error)

@@ -110,6 +110,8 @@ pub async fn open(state: &AppState, cookie: &SessionCookie, source: &Source) -> 
         clearance_level: row.clearance,
         requested_role: row.requested_role,
         mfa_enabled: who.mfa.enabled(),
+        // A locked account has no live session to ask with.
+        locked: false,
         last_login: row.last_login,
         created_at: row.created_at,
         department_id: row.department_id,

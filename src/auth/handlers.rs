@@ -30,16 +30,22 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(input): ApiJson<LoginInput>,
 ) -> Result<Response, AppError> {
-    let previous = session::from_headers(&state.config, &headers);
-    let (body, cookie) = match account::login(&state, &source, input, previous).await? {
-        LoggedIn::Full(user, cookie) => (json!({ "user": user, "csrfToken": cookie.csrf_token() }), cookie),
+    let (body, cookie, device) = match account::login(&state, &source, input, &headers).await? {
+        LoggedIn::Full(user, cookie, device) => {
+            (json!({ "user": user, "csrfToken": cookie.csrf_token() }), cookie, Some(device))
+        }
         LoggedIn::SecondStep { cookie, methods } => {
             let mut body = mfa::flow::second_step_answer(&methods);
             body["csrfToken"] = cookie.csrf_token().into();
-            (body, cookie)
+            (body, cookie, None)
         }
     };
-    Ok(([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Json(body)).into_response())
+    let mut response =
+        ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Json(body)).into_response();
+    if let Some(device) = device {
+        response.headers_mut().append(header::SET_COOKIE, device);
+    }
+    Ok(response)
 }
 
 pub async fn logout(

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod extractor;
 pub mod handlers;
+pub mod lockout;
 pub mod mfa;
 pub mod password;
 pub mod session;

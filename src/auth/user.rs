@@ -28,6 +28,8 @@ pub struct UserView {
     pub requested_role: Option<String>,
     /// Whether a second factor is enrolled (a confirmed TOTP or a passkey).
     pub mfa_enabled: bool,
+    /// Locked by too many failed logins in a row, until an administrator unlocks it.
+    pub locked: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_login: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
@@ -48,6 +50,7 @@ macro_rules! user_view_sql {
                     u.last_login, u.created_at, \
                     (EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL) \
                      OR EXISTS (SELECT 1 FROM mfa_webauthn w WHERE w.user_id = u.id)) AS mfa_enabled, \
+                    u.locked_at IS NOT NULL AS locked, \
                     ARRAY(SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
                           WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > $1) \
                           ORDER BY ur.assigned_at, r.name) AS roles, \
@@ -120,12 +123,14 @@ pub struct Credentials {
     pub username: String,
     pub status: String,
     pub password_hash: String,
+    /// Locked after too many failures in a row, until an administrator unlocks it.
+    pub locked_at: Option<OffsetDateTime>,
 }
 
 /// Finds an account by username or email, case-insensitively.
 pub async fn find_credentials(tx: &mut TenantTx, login: &str) -> Result<Option<Credentials>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, username, status, password_hash FROM users WHERE lower(username) = lower($1) OR lower(email) = lower($1) \
+        "SELECT id, username, status, password_hash, locked_at FROM users WHERE lower(username) = lower($1) OR lower(email) = lower($1) \
          ORDER BY lower(username) = lower($1) DESC LIMIT 1",
     )
     .bind(login)

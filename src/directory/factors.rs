@@ -1,17 +1,22 @@
-//! An administrator resetting another user's second factors (a lost phone, a
-//! lost security key): every factor and recovery code removed and every session
-//! ended, with the reason given in the audit row. The same guard rails as any
-//! change of the user's access: in scope, no more powerful than the caller, and
-//! never oneself (one's own factors are changed at `/me/mfa`, with a step-up).
+//! An administrator and another user's sign-in: resetting their second factors
+//! (a lost phone, a lost security key): every factor and recovery code removed
+//! and every session ended, with the reason given in the audit row, under the
+//! same guard rails as any change of the user's access (in scope, no more
+//! powerful than the caller, never oneself: one's own factors are changed at
+//! `/me/mfa`, with a step-up); and unlocking an account that too many failed
+//! logins locked (in scope).
 
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Attempt, begin, settle, targets::manageable};
+use super::{
+    Attempt, attempt, begin, settle,
+    targets::{in_scope, manageable},
+};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
-    auth::{mfa::store, session},
+    auth::{lockout, mfa::store, session},
     authz::Permit,
     db::TenantTx,
     http::{AppState, error::AppError},
@@ -57,6 +62,31 @@ pub async fn reset_mfa(
             .details(json!({ "reason": reason, "removed": removed, "sessionsEnded": sessions_ended }));
         audit::record(&mut tx, source, entry).await?;
         Ok(Reset { removed, sessions_ended })
+    }
+    .await;
+    settle(tx, permit, source, outcome).await
+}
+
+/// `POST /api/users/{id}/unlock`: the account's lock, its count of failures in
+/// a row and any running delay are cleared. 409 when nothing held it.
+pub async fn unlock(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<(), AppError> {
+    let outcome: Attempt<()> = async {
+        attempt(&mut tx).await?;
+        let user = in_scope(&mut tx, permit, id, state.clock.now()).await?;
+        if !lockout::unlock(&mut tx, id).await? {
+            return Err(AppError::Conflict("This account is not locked".into()).into());
+        }
+        let entry = Entry::new(Action::UserUnlock, Outcome::Success)
+            .target("user", id)
+            .details(json!({ "username": user.username }));
+        audit::record(&mut tx, source, entry).await?;
+        Ok(())
     }
     .await;
     settle(tx, permit, source, outcome).await

@@ -106,6 +106,17 @@ pub async fn reset_mfa(
     ok("reset", factors::reset_mfa(&s, &permit, &src, tx, id, input).await?)
 }
 
+pub async fn unlock_user(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    factors::unlock(&s, &permit, &src, tx, id).await?;
+    no_content()
+}
+
 pub async fn approve_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,

@@ -29,6 +29,8 @@ pub struct AppState {
     pub files: Arc<Vault>,
     /// Keyed hashes of names typed at login that match no account.
     pub login_names: LoginNames,
+    /// Signs the device cookies that exempt known browsers from the address limit.
+    pub devices: crate::auth::lockout::Devices,
     /// The WebAuthn relying party, or why passkeys are unavailable.
     pub passkeys: Arc<Result<webauthn_rs::Webauthn, String>>,
 }
@@ -45,6 +47,7 @@ impl AppState {
             Err(why) => tracing::warn!("passkeys unavailable: {why}"),
         }
         let passwords = Passwords::new().await?;
+        let files_master_device_key = files.master.derive(crate::auth::lockout::DEVICE_PURPOSE);
         Ok(AppState {
             db,
             config: Arc::new(config),
@@ -52,6 +55,7 @@ impl AppState {
             clock,
             files,
             login_names,
+            devices: crate::auth::lockout::Devices::new(&files_master_device_key),
             passkeys: Arc::new(passkeys),
         })
     }

@@ -93,10 +93,13 @@ pub async fn submit(
         password: form.password,
         tenant: Some(form.tenant.clone()).filter(|t| !t.trim().is_empty()),
     };
-    let previous = session::from_headers(&state.config, &headers);
-    match account::login(&state, &source, input, previous).await {
-        Ok(LoggedIn::Full(_, cookie)) => {
-            ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next)).into_response()
+    match account::login(&state, &source, input, &headers).await {
+        Ok(LoggedIn::Full(_, cookie, device)) => {
+            let mut response =
+                ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next))
+                    .into_response();
+            response.headers_mut().append(header::SET_COOKIE, device);
+            response
         }
         Ok(LoggedIn::SecondStep { cookie, methods }) => {
             let passkeys = methods.contains(&"webauthn");
@@ -156,8 +159,12 @@ pub async fn second_step(
     let method = if form.method.is_empty() { "totp".to_string() } else { form.method };
     let input = FactorInput { method, code: Some(form.code), credential: None };
     match flow::second_step(&state, &source, tx, &who, input).await {
-        Ok(Ok((_, cookie))) => {
-            ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next)).into_response()
+        Ok(Ok((_, cookie, device))) => {
+            let mut response =
+                ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], Redirect::to(&next))
+                    .into_response();
+            response.headers_mut().append(header::SET_COOKIE, device);
+            response
         }
         Ok(Err(wrong)) if wrong.ended => {
             let page = LoginPage {

@@ -13,7 +13,7 @@ use super::{Stage, passkeys, second_step_methods, store, totp::Secret};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     auth::{
-        Authenticated,
+        Authenticated, lockout,
         session::{self, Opening, SessionCookie},
         user::{self, UserView},
     },
@@ -149,12 +149,13 @@ pub async fn second_step(
     mut tx: TenantTx,
     who: &Authenticated,
     input: FactorInput,
-) -> Result<Result<(UserView, SessionCookie), WrongFactor>, AppError> {
+) -> Result<Result<(UserView, SessionCookie, axum::http::HeaderValue), WrongFactor>, AppError> {
     let method = Method::parse(&input)?;
     let now = state.clock.now();
     if check(state, source, &mut tx, who, &input).await?.is_err() {
         let failures = session::count_failure(&mut tx, who.session_id).await?;
         let account_failures = count_account_failure(&mut tx, who.user_id).await?;
+        lockout::second_factor_failed(&mut tx, &state.config, source, who.user_id, now).await?;
         let ended = failures >= MAX_FAILURES;
         if ended {
             session::delete(&mut tx, who.session_id).await?;
@@ -174,6 +175,7 @@ pub async fn second_step(
             .await?;
     user::record_login(&mut tx, who.user_id, now).await?;
     clear_account_failures(&mut tx, who.user_id).await?;
+    lockout::succeeded(&mut tx, source, who.user_id).await?;
     let entry = Entry::new(Action::AuthMfaVerify, Outcome::Success)
         .user(who.user_id)
         .target("user", who.user_id)
@@ -182,7 +184,8 @@ pub async fn second_step(
     let view = user::load_view(&mut tx, who.user_id, now).await?;
     tx.commit().await?;
     let view = view.ok_or_else(|| anyhow::anyhow!("the user vanished during their second step"))?;
-    Ok(Ok((view, cookie)))
+    let device = state.devices.cookie(&state.config, who.tenant_id, who.user_id);
+    Ok(Ok((view, cookie, device)))
 }
 
 /// `POST /auth/step-up`: a second factor again, so that sensitive actions may

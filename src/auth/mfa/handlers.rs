@@ -36,9 +36,12 @@ async fn second_step(
     input: FactorInput,
 ) -> Response {
     match flow::second_step(&state, &source, tx.0, &who, input).await {
-        Ok(Ok((user, cookie))) => {
+        Ok(Ok((user, cookie, device))) => {
             let body = Json(json!({ "user": user, "csrfToken": cookie.csrf_token() }));
-            ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], body).into_response()
+            let mut response =
+                ([(header::SET_COOKIE, session::set_cookie(&state.config, &cookie))], body).into_response();
+            response.headers_mut().append(header::SET_COOKIE, device);
+            response
         }
         Ok(Err(wrong)) => {
             let mut response = AppError::WrongSecondFactor.into_response();
