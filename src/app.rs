@@ -44,6 +44,9 @@ fn routes(state: AppState) -> Routes {
         .page_enrolment_step_up(M::POST, "/me/mfa/form/recovery-codes", web::mfa::recovery_codes)
         .page_enrolment(M::POST, "/me/mfa/form/passkeys/{id}/rename", web::mfa::passkey_rename)
         .page_enrolment_step_up(M::POST, "/me/mfa/form/passkeys/{id}/remove", web::mfa::passkey_remove)
+        .page_step_up(M::POST, "/me/form/password", web::account::change_password)
+        .page(M::POST, "/me/form/sessions/{id}/end", web::account::end_session)
+        .page(M::POST, "/me/form/sessions/end-others", web::account::end_others)
         .page_enrolment(M::GET, "/step-up", web::mfa::step_up_page)
         .page_enrolment(M::POST, "/step-up", web::mfa::step_up)
         .public(M::GET, "/static/app.css", web::stylesheet)
@@ -70,7 +73,11 @@ fn routes(state: AppState) -> Routes {
         .public(M::POST, "/auth/register", auth::handlers::register) // FORTIFILE_REGISTRATION
         .public(M::POST, "/auth/login", auth::handlers::login)
         .any_session(M::POST, "/auth/logout", auth::handlers::logout)
-        .session(M::GET, "/me", auth::handlers::me)
+        .session(M::GET, "/me", web::account::page) // JSON, or the account page for browsers
+        .session_step_up(M::POST, "/me/password", auth::handlers::change_password)
+        .session(M::GET, "/me/sessions", auth::handlers::sessions)
+        .session(M::DELETE, "/me/sessions/{id}", auth::handlers::end_session)
+        .session(M::POST, "/me/sessions/end-others", auth::handlers::end_other_sessions)
         // The second factor: the login's second step, step-up, and one's own factors.
         .second_step(M::POST, "/auth/mfa/totp", mfa::login_totp)
         .second_step(M::POST, "/auth/mfa/recovery", mfa::login_recovery)
@@ -95,6 +102,8 @@ fn routes(state: AppState) -> Routes {
         .guarded_step_up(M::POST, "/api/users/{id}/approve", UsersEdit, dir::approve_user)
         .guarded_step_up(M::POST, "/api/users/{id}/mfa/reset", UsersEdit, dir::reset_mfa)
         .guarded(M::POST, "/api/users/{id}/unlock", UsersEdit, dir::unlock_user)
+        .guarded(M::GET, "/api/users/{id}/sessions", UsersEdit, dir::user_sessions)
+        .guarded(M::DELETE, "/api/users/{id}/sessions", UsersEdit, dir::end_user_sessions)
         .guarded(M::POST, "/api/users/{id}/reject", UsersEdit, dir::reject_user)
         .guarded_step_up(M::POST, "/api/users/{id}/roles", AdminManageRoles, dir::assign_role)
         .guarded_step_up(M::DELETE, "/api/users/{id}/roles/{role}", AdminManageRoles, dir::revoke_role)

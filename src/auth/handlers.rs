@@ -11,9 +11,9 @@ use serde_json::json;
 use super::{
     account::{self, LoggedIn, LoginInput, RegisterInput},
     extractor::{Authenticated, Me},
-    mfa, session,
+    mfa, own, session,
 };
-use crate::http::{AppState, client::ClientSource, error::AppError, guard::Tx, json::ApiJson};
+use crate::http::{AppState, client::ClientSource, error::AppError, guard::Tx, json::ApiJson, params::ApiPath};
 
 pub async fn register(
     State(state): State<AppState>,
@@ -56,6 +56,46 @@ pub async fn logout(
 ) -> Result<Response, AppError> {
     account::logout(&source, tx, &who).await?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, session::clear_cookie(&state.config))]).into_response())
+}
+
+/// `POST /me/password {currentPassword, newPassword}`: every other session ends.
+pub async fn change_password(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    Tx(tx): Tx,
+    ApiJson(input): ApiJson<own::PasswordChange>,
+) -> Result<Response, AppError> {
+    let ended = own::change_password(&state, &source, tx, &who, input).await?;
+    Ok(Json(json!({ "otherSessionsEnded": ended })).into_response())
+}
+
+/// `GET /me/sessions`.
+pub async fn sessions(State(state): State<AppState>, who: Authenticated, Tx(mut tx): Tx) -> Result<Response, AppError> {
+    let list = own::sessions(&mut tx, who.user_id, Some(who.session_id), state.clock.now()).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "sessions": list })).into_response())
+}
+
+/// `DELETE /me/sessions/{id}`.
+pub async fn end_session(
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<Response, AppError> {
+    own::end_own(&source, tx, &who, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /me/sessions/end-others`.
+pub async fn end_other_sessions(
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    Tx(tx): Tx,
+) -> Result<Response, AppError> {
+    let ended = own::end_others(&source, tx, &who).await?;
+    Ok(Json(json!({ "ended": ended })).into_response())
 }
 
 /// `GET /me`: everything comes from the request's first statement (the guard

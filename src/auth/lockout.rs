@@ -188,9 +188,10 @@ pub async fn failed(tx: &mut TenantTx, source: &Source, user: Uuid, now: OffsetD
     Ok(())
 }
 
-/// A wrong second factor: it counts into the account's limits like a wrong
-/// password (its window, and the count in a row).
-pub async fn second_factor_failed(
+/// A wrong second factor, or a wrong current password when changing it: it
+/// counts into the account's limits like a wrong password at login (its
+/// window, and the count in a row).
+pub async fn failed_verification(
     tx: &mut TenantTx,
     config: &Config,
     source: &Source,

@@ -5,6 +5,7 @@ pub mod extractor;
 pub mod handlers;
 pub mod lockout;
 pub mod mfa;
+pub mod own;
 pub mod password;
 pub mod session;
 pub mod throttle;

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
-    auth::{lockout, mfa::store, session},
+    auth::{lockout, mfa::store, own, session},
     authz::Permit,
     db::TenantTx,
     http::{AppState, error::AppError},
@@ -62,6 +62,45 @@ pub async fn reset_mfa(
             .details(json!({ "reason": reason, "removed": removed, "sessionsEnded": sessions_ended }));
         audit::record(&mut tx, source, entry).await?;
         Ok(Reset { removed, sessions_ended })
+    }
+    .await;
+    settle(tx, permit, source, outcome).await
+}
+
+/// `GET /api/users/{id}/sessions`: the user's live sessions.
+pub async fn sessions(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<Vec<own::SessionView>, AppError> {
+    let outcome: Attempt<Vec<own::SessionView>> = async {
+        let now = state.clock.now();
+        manageable(&mut tx, permit, id, now, true).await?;
+        Ok(own::sessions(&mut tx, id, None, now).await?)
+    }
+    .await;
+    settle(tx, permit, source, outcome).await
+}
+
+/// `DELETE /api/users/{id}/sessions`: every session of the user ends.
+pub async fn end_sessions(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<usize, AppError> {
+    let outcome: Attempt<usize> = async {
+        attempt(&mut tx).await?;
+        manageable(&mut tx, permit, id, state.clock.now(), true).await?;
+        let ended: Vec<Uuid> = sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING id")
+            .bind(id)
+            .fetch_all(tx.conn())
+            .await?;
+        own::record_ended(&mut tx, source, id, "administrator", &ended).await?;
+        Ok(ended.len())
     }
     .await;
     settle(tx, permit, source, outcome).await

@@ -106,6 +106,26 @@ pub async fn reset_mfa(
     ok("reset", factors::reset_mfa(&s, &permit, &src, tx, id, input).await?)
 }
 
+pub async fn user_sessions(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    ok("sessions", factors::sessions(&s, &permit, &src, tx, id).await?)
+}
+
+pub async fn end_user_sessions(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    ok("ended", factors::end_sessions(&s, &permit, &src, tx, id).await?)
+}
+
 pub async fn unlock_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,

@@ -123,6 +123,24 @@ impl Routes {
         self.add(method, path, Access::Session, handler)
     }
 
+    /// A session route that also needs a recent step-up (changing one's password).
+    pub fn session_step_up<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Session, handler, Kind { step_up: true, ..Kind::API })
+    }
+
+    /// A page form for anyone signed in that also needs a recent step-up.
+    pub fn page_step_up<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, Access::Session, handler, Kind { step_up: true, ..Kind::PAGE })
+    }
+
     /// A session route that any session reaches, whatever its second factor's stage (logout).
     pub fn any_session<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
     where

@@ -10,6 +10,7 @@
 //! Forms post URL-encoded with a `csrf_token` field; the upload form, which is
 //! multipart and streamed, carries the token in its action's query string.
 
+pub mod account;
 pub mod documents;
 pub mod login;
 pub mod mfa;

@@ -155,7 +155,7 @@ pub async fn second_step(
     if check(state, source, &mut tx, who, &input).await?.is_err() {
         let failures = session::count_failure(&mut tx, who.session_id).await?;
         let account_failures = count_account_failure(&mut tx, who.user_id).await?;
-        lockout::second_factor_failed(&mut tx, &state.config, source, who.user_id, now).await?;
+        lockout::failed_verification(&mut tx, &state.config, source, who.user_id, now).await?;
         let ended = failures >= MAX_FAILURES;
         if ended {
             session::delete(&mut tx, who.session_id).await?;
