@@ -78,6 +78,9 @@ fn routes(state: AppState) -> Routes {
         .session(M::GET, "/me/sessions", auth::handlers::sessions)
         .session(M::DELETE, "/me/sessions/{id}", auth::handlers::end_session)
         .session(M::POST, "/me/sessions/end-others", auth::handlers::end_other_sessions)
+        .session_step_up(M::POST, "/me/api-keys", auth::handlers::create_api_key)
+        .session(M::GET, "/me/api-keys", auth::handlers::api_keys)
+        .session(M::DELETE, "/me/api-keys/{id}", auth::handlers::revoke_api_key)
         // The second factor: the login's second step, step-up, and one's own factors.
         .second_step(M::POST, "/auth/mfa/totp", mfa::login_totp)
         .second_step(M::POST, "/auth/mfa/recovery", mfa::login_recovery)
@@ -104,6 +107,8 @@ fn routes(state: AppState) -> Routes {
         .guarded(M::POST, "/api/users/{id}/unlock", UsersEdit, dir::unlock_user)
         .guarded(M::GET, "/api/users/{id}/sessions", UsersEdit, dir::user_sessions)
         .guarded(M::DELETE, "/api/users/{id}/sessions", UsersEdit, dir::end_user_sessions)
+        .guarded(M::GET, "/api/users/{id}/api-keys", UsersEdit, dir::user_api_keys)
+        .guarded(M::DELETE, "/api/users/{id}/api-keys/{key}", UsersEdit, dir::revoke_user_api_key)
         .guarded(M::POST, "/api/users/{id}/reject", UsersEdit, dir::reject_user)
         .guarded_step_up(M::POST, "/api/users/{id}/roles", AdminManageRoles, dir::assign_role)
         .guarded_step_up(M::DELETE, "/api/users/{id}/roles/{role}", AdminManageRoles, dir::revoke_role)

@@ -61,6 +61,8 @@ pub struct Config {
     /// `FORTIFILE_STEP_UP_MINUTES`: how long a second-factor verification
     /// counts for sensitive actions.
     pub step_up: Duration,
+    /// `FORTIFILE_API_KEY_MAX_DAYS`: how far ahead an API key may expire.
+    pub api_key_max_days: u32,
     /// `FORTIFILE_LOGIN_LOCKOUT`: failed logins per account before delays start.
     pub login_lockout: Threshold,
     /// `FORTIFILE_LOGIN_ADDRESS_LIMIT`: failed logins per client address (all
@@ -217,6 +219,12 @@ impl Config {
             }
         };
         let login_lockout = threshold("FORTIFILE_LOGIN_LOCKOUT", 5, 15)?;
+        let api_key_max_days = match get("FORTIFILE_API_KEY_MAX_DAYS") {
+            None => 365,
+            Some(v) => v.trim().parse::<u32>().ok().filter(|d| (1..=3650).contains(d)).ok_or_else(|| {
+                bad("FORTIFILE_API_KEY_MAX_DAYS", format!("expected whole days from 1 to 3650, got {v:?}"))
+            })?,
+        };
         let login_address_limit = threshold("FORTIFILE_LOGIN_ADDRESS_LIMIT", 30, 15)?;
         let highlights = Highlights {
             failed_logins: threshold("FORTIFILE_HIGHLIGHT_FAILED_LOGINS", 5, 15)?,
@@ -265,6 +273,7 @@ impl Config {
             dashboard_timeout,
             registration_limit,
             step_up,
+            api_key_max_days,
             login_lockout,
             login_address_limit,
             db_pool_size,

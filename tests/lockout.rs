@@ -102,6 +102,8 @@ async fn a_hundred_failures_in_a_row_lock_the_account_until_an_administrator_unl
     let admin = app.admin().await;
     let (_, user) = admin.get(&format!("/api/users/{ana}")).await;
     assert_eq!(user["user"]["locked"], true, "administrators see the lock");
+    let page = admin.client.get(app.url("/admin/users")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!("/admin/users/{ana}/unlock")), "the users page offers to unlock");
 
     let student = app.signed_in_as("sam", "student", "public").await;
     assert_eq!(student.post(&format!("/api/users/{ana}/unlock"), json!({})).await.0, StatusCode::FORBIDDEN);

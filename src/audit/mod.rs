@@ -228,8 +228,18 @@ pub async fn record_alone(
 }
 
 /// Appends `entry` in `tx`. The row is visible to others only if `tx` commits.
-pub async fn record(tx: &mut TenantTx, source: &Source, entry: Entry) -> Result<Uuid, sqlx::Error> {
+pub async fn record(tx: &mut TenantTx, source: &Source, mut entry: Entry) -> Result<Uuid, sqlx::Error> {
     let user_id = entry.user_id.or(tx.actor());
+    // A request made with an API key names the key in every row it writes.
+    if let Some(key) = tx.api_key() {
+        match &mut entry.details {
+            Value::Object(map) => {
+                map.insert("apiKey".into(), Value::String(key.to_string()));
+            }
+            Value::Null => entry.details = serde_json::json!({ "apiKey": key }),
+            _ => {}
+        }
+    }
     let (target_type, target_id) = match entry.target {
         Some((kind, id)) => (Some(kind), Some(id)),
         None => (None, None),

@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
+    apikeys,
     mfa::{MfaState, Stage},
     session::{self, ExpiredBy, SessionCookie},
     user::UserView,
@@ -30,15 +31,26 @@ use crate::{
     http::{AppState, client::source_of, error::AppError},
 };
 
-/// The signed-in user behind a request.
+/// The signed-in user behind a request: a session, or a program's API key.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub tenant_id: Uuid,
     pub user_id: Uuid,
+    /// The session (for a request made with an API key: the key).
     pub session_id: Uuid,
-    pub cookie: SessionCookie,
+    /// The session cookie; `None` for an API key.
+    pub cookie: Option<SessionCookie>,
     /// Where the session stands with its second factor.
     pub mfa: MfaState,
+    /// The API key the request was made with.
+    pub api_key: Option<Uuid>,
+}
+
+impl Authenticated {
+    /// The session's anti-CSRF token (empty for an API key, which needs none).
+    pub fn csrf_token(&self) -> String {
+        self.cookie.as_ref().map(SessionCookie::csrf_token).unwrap_or_default()
+    }
 }
 
 /// The signed-in user's own view (`/me`, the page header), as the request's
@@ -46,15 +58,10 @@ pub struct Authenticated {
 #[derive(Debug, Clone)]
 pub struct Me(pub Arc<UserView>);
 
-/// What the request's first statement returns (migration 0006).
+/// The user behind a request, as its first statement returns them.
 #[derive(sqlx::FromRow)]
-struct SessionRow {
-    session_id: Uuid,
-    user_id: Uuid,
-    last_seen_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
+struct Profile {
     status: String,
-    role_timeout: Option<i32>,
     username: String,
     email: String,
     requested_role: Option<String>,
@@ -66,6 +73,18 @@ struct SessionRow {
     created_at: OffsetDateTime,
     roles: Vec<String>,
     grants: Vec<String>,
+}
+
+/// What the request's first statement returns for a session (migration 0007).
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    session_id: Uuid,
+    user_id: Uuid,
+    last_seen_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    role_timeout: Option<i32>,
+    #[sqlx(flatten)]
+    profile: Profile,
     mfa_pending: bool,
     verified_at: Option<OffsetDateTime>,
     mfa_methods: Vec<String>,
@@ -90,34 +109,109 @@ pub async fn open(state: &AppState, cookie: &SessionCookie, source: &Source) -> 
         tenant_id: cookie.tenant,
         user_id: row.user_id,
         session_id: row.session_id,
-        cookie: cookie.clone(),
+        cookie: Some(cookie.clone()),
         mfa: MfaState::new(row.mfa_pending, row.mfa_methods, row.mfa_required, row.verified_at),
+        api_key: None,
     };
-    let subject = Subject::new(&who, row.department_id, row.clearance.clone(), row.clearance_rank, &row.grants);
-    let mut permissions: Vec<String> =
-        row.grants.iter().filter_map(|g| g.split_once(':').map(|(p, _)| p.to_string())).collect();
-    permissions.sort();
+    let subject = Subject::new(
+        &who,
+        row.profile.department_id,
+        row.profile.clearance.clone(),
+        row.profile.clearance_rank,
+        &row.profile.grants,
+    );
+    Ok(opened(tx, who, subject, row.profile))
+}
+
+/// The request as opened: the subject decides, `Me` shows the user.
+fn opened(tx: TenantTx, who: Authenticated, subject: Subject, p: Profile) -> Opened {
+    let mut permissions: Vec<String> = subject.grants().map(|(p, _)| p.as_str().to_string()).collect();
     permissions.dedup();
     let me = UserView {
-        id: row.user_id,
-        username: row.username,
-        email: row.email,
-        status: row.status,
-        role: row.roles.first().cloned(),
-        roles: row.roles,
+        id: who.user_id,
+        username: p.username,
+        email: p.email,
+        status: p.status,
+        role: p.roles.first().cloned(),
+        roles: p.roles,
         permissions,
-        department: row.department,
-        clearance_level: row.clearance,
-        requested_role: row.requested_role,
+        department: p.department,
+        clearance_level: p.clearance,
+        requested_role: p.requested_role,
         mfa_enabled: who.mfa.enabled(),
         // A locked account has no live session to ask with.
         locked: false,
-        last_login: row.last_login,
-        created_at: row.created_at,
-        department_id: row.department_id,
-        clearance_rank: row.clearance_rank,
+        last_login: p.last_login,
+        created_at: p.created_at,
+        department_id: p.department_id,
+        clearance_rank: p.clearance_rank,
     };
-    Ok(Opened { tx, who, subject, me: Me(Arc::new(me)) })
+    Opened { tx, who, subject, me: Me(Arc::new(me)) }
+}
+
+/// What the first statement of a request made with an API key returns (migration 0008).
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    key_id: Uuid,
+    user_id: Uuid,
+    key_expires_at: OffsetDateTime,
+    revoked: bool,
+    last_used_at: Option<OffsetDateTime>,
+    key_permissions: Option<Vec<String>>,
+    #[sqlx(flatten)]
+    profile: Profile,
+    mfa_methods: Vec<String>,
+    mfa_required: Option<String>,
+}
+
+/// Opens a request made with an API key: 401 for a key that is not one
+/// (decided without the database), unknown, revoked or expired, or whose owner
+/// is no longer active; each but the first is recorded as `auth.api_key` fail.
+pub async fn open_key(state: &AppState, key: &str, source: &Source) -> Result<Opened, AppError> {
+    let Some(key) = apikeys::parse(key) else {
+        tracing::info!("a malformed API key was refused");
+        return Err(AppError::Unauthorized);
+    };
+    let now = state.clock.now();
+    let (mut tx, row) = state.db.open_key_request(key.tenant, key.hash(), now, |r: &KeyRow| r.user_id).await?;
+    let refusal = match &row {
+        None => Some("unknown"),
+        Some(r) if r.revoked => Some("revoked"),
+        Some(r) if r.key_expires_at <= now => Some("expired"),
+        Some(r) if r.profile.status != "active" => Some("owner_not_active"),
+        Some(_) => None,
+    };
+    let Some(row) = row.filter(|_| refusal.is_none()) else {
+        let entry = Entry::new(Action::AuthApiKey, Outcome::Fail)
+            .details(json!({ "reason": refusal.unwrap_or("unknown"), "prefix": key.shown() }));
+        audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        return Err(AppError::Unauthorized);
+    };
+    // Its last use is written at most once a minute, by whichever request gets the row first.
+    if row.last_used_at.is_none_or(|at| now - at >= Duration::from_secs(60)) {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $2 \
+              WHERE id = (SELECT id FROM api_keys WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(row.key_id)
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+    }
+    tx.through_key(row.key_id);
+    let who = Authenticated {
+        tenant_id: key.tenant,
+        user_id: row.user_id,
+        session_id: row.key_id,
+        cookie: None,
+        mfa: MfaState::new(false, row.mfa_methods, row.mfa_required, None),
+        api_key: Some(row.key_id),
+    };
+    let p = &row.profile;
+    let subject = Subject::new(&who, p.department_id, p.clearance.clone(), p.clearance_rank, &p.grants)
+        .through_key(row.key_id, row.key_permissions.as_deref());
+    Ok(opened(tx, who, subject, row.profile))
 }
 
 /// The request's transaction and its live session: 401 without one (none,
@@ -136,7 +230,7 @@ async fn open_live(
         tx.commit().await?;
         return Err(AppError::Unauthorized);
     };
-    if row.status != "active" {
+    if row.profile.status != "active" {
         session::delete(&mut tx, row.session_id).await?;
         tx.commit().await?;
         return Err(AppError::Unauthorized);

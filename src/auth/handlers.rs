@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{
     account::{self, LoggedIn, LoginInput, RegisterInput},
+    apikeys,
     extractor::{Authenticated, Me},
     mfa, own, session,
 };
@@ -98,10 +99,45 @@ pub async fn end_other_sessions(
     Ok(Json(json!({ "ended": ended })).into_response())
 }
 
+/// `POST /me/api-keys {name, expiresAt?, permissions?}`: the key, shown once.
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    subject: crate::authz::Subject,
+    Tx(tx): Tx,
+    ApiJson(input): ApiJson<apikeys::NewKey>,
+) -> Result<Response, AppError> {
+    let (view, key) = apikeys::create(&state, &source, tx, &who, &subject, input).await?;
+    let mut body = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+    body["key"] = key.as_str().into();
+    Ok((StatusCode::CREATED, Json(json!({ "apiKey": body }))).into_response())
+}
+
+/// `GET /me/api-keys`.
+pub async fn api_keys(who: Authenticated, Tx(mut tx): Tx) -> Result<Response, AppError> {
+    let keys = apikeys::list(&mut tx, who.user_id).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "apiKeys": keys })).into_response())
+}
+
+/// `DELETE /me/api-keys/{id}`.
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    who: Authenticated,
+    Tx(mut tx): Tx,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<Response, AppError> {
+    apikeys::revoke(&mut tx, &source, who.user_id, id, "owner", state.clock.now()).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `GET /me`: everything comes from the request's first statement (the guard
 /// commits its transaction), so this is one round trip to the database.
 pub async fn me(who: Authenticated, Me(me): Me) -> Result<Response, AppError> {
     let mut user = serde_json::to_value(&*me).map_err(anyhow::Error::from)?;
     user["mfa"] = json!({ "methods": who.mfa.methods, "required": who.mfa.required, "compliant": who.mfa.compliant() });
-    Ok(Json(json!({ "user": user, "csrfToken": who.cookie.csrf_token() })).into_response())
+    Ok(Json(json!({ "user": user, "csrfToken": who.csrf_token() })).into_response())
 }

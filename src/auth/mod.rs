@@ -1,6 +1,7 @@
 //! Authentication: passwords, sessions, and the register/login/logout flows.
 
 pub mod account;
+pub mod apikeys;
 pub mod extractor;
 pub mod handlers;
 pub mod lockout;

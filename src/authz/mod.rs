@@ -46,6 +46,9 @@ pub struct Subject {
     pub clearance: String,
     pub clearance_rank: i32,
     grants: BTreeMap<Permission, Scope>,
+    /// A request made with an API key: the key, and the grants it is limited to
+    /// (`None`: all of its owner's). The subject holds the intersection.
+    key: Option<(Uuid, Option<BTreeMap<Permission, Scope>>)>,
 }
 
 impl Subject {
@@ -66,6 +69,33 @@ impl Subject {
             clearance,
             clearance_rank,
             grants: widest(grants.iter().filter_map(|g| g.split_once(':'))),
+            key: None,
+        }
+    }
+
+    /// This subject acting through API key `key`, limited to `permissions`
+    /// (`permission:scope`; `None`: everything its owner holds).
+    pub fn through_key(mut self, key: Uuid, permissions: Option<&[String]>) -> Subject {
+        let limit = permissions.map(|p| widest(p.iter().filter_map(|g| g.split_once(':'))));
+        self.key = Some((key, limit));
+        let grants = std::mem::take(&mut self.grants);
+        self.grants = self.limited(grants);
+        self
+    }
+
+    /// The API key this subject acts through, if any.
+    pub fn api_key(&self) -> Option<Uuid> {
+        self.key.as_ref().map(|(id, _)| *id)
+    }
+
+    /// `grants` as far as this subject's key allows: the narrower scope of the two.
+    fn limited(&self, grants: BTreeMap<Permission, Scope>) -> BTreeMap<Permission, Scope> {
+        match &self.key {
+            Some((_, Some(limit))) => grants
+                .into_iter()
+                .filter_map(|(p, held)| limit.get(&p).map(|allowed| (p, held.min(*allowed))))
+                .collect(),
+            _ => grants,
         }
     }
 
@@ -83,19 +113,19 @@ impl Subject {
                           WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > $2)) \
              FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
              WHERE u.id = $1 AND u.status = 'active' \
-               AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = $3 AND s.user_id = u.id)",
+               AND CASE WHEN $4 THEN EXISTS (SELECT 1 FROM api_keys k WHERE k.id = $3 AND k.user_id = u.id \
+                                               AND k.revoked_at IS NULL AND k.expires_at > $2) \
+                        ELSE EXISTS (SELECT 1 FROM sessions s WHERE s.id = $3 AND s.user_id = u.id) END",
         )
         .bind(self.user_id)
         .bind(now)
         .bind(self.session_id)
+        .bind(self.key.is_some())
         .fetch_optional(tx.conn())
         .await?;
-        Ok(row.map(|(department_id, clearance, clearance_rank, grants)| Subject {
-            department_id,
-            clearance,
-            clearance_rank,
-            grants: widest(grants.iter().filter_map(|g| g.split_once(':'))),
-            ..self.clone()
+        Ok(row.map(|(department_id, clearance, clearance_rank, grants)| {
+            let grants = self.limited(widest(grants.iter().filter_map(|g| g.split_once(':'))));
+            Subject { department_id, clearance, clearance_rank, grants, ..self.clone() }
         }))
     }
 

@@ -83,7 +83,7 @@ impl Database {
             .bind(actor_text)
             .execute(&mut *tx)
             .await?;
-        Ok(TenantTx { tx, tenant, actor, attempt: false, log_reading: false })
+        Ok(TenantTx { tx, tenant, actor, api_key: None, attempt: false, log_reading: false })
     }
 
     /// Opens a request's transaction in one round trip after `BEGIN`: the
@@ -108,7 +108,30 @@ impl Database {
             .fetch_optional(&mut *tx)
             .await?;
         let actor = row.as_ref().map(&user_of);
-        Ok((TenantTx { tx, tenant, actor, attempt: false, log_reading: false }, row))
+        Ok((TenantTx { tx, tenant, actor, api_key: None, attempt: false, log_reading: false }, row))
+    }
+
+    /// Opens a request made with an API key, like [`Database::open_request`]
+    /// (migration 0008): the key `key_hash` names, with its owner.
+    pub async fn open_key_request<R>(
+        &self,
+        tenant: Uuid,
+        key_hash: &[u8],
+        now: time::OffsetDateTime,
+        user_of: impl Fn(&R) -> Uuid,
+    ) -> Result<(TenantTx, Option<R>), sqlx::Error>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let mut tx = begin(&self.pool).await?;
+        let row: Option<R> = sqlx::query_as("SELECT * FROM fortifile_open_key_request($1, $2, $3)")
+            .bind(tenant)
+            .bind(key_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let actor = row.as_ref().map(&user_of);
+        Ok((TenantTx { tx, tenant, actor, api_key: None, attempt: false, log_reading: false }, row))
     }
 
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
@@ -165,6 +188,8 @@ pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: Uuid,
     actor: Option<Uuid>,
+    /// The API key the request was made with: every audit row names it.
+    api_key: Option<Uuid>,
     /// Whether [`TenantTx::savepoint`] marked an attempt.
     attempt: bool,
     /// Whether [`TenantTx::for_log_reading`] ran.
@@ -179,6 +204,16 @@ impl TenantTx {
     /// The user this transaction acts for, if any.
     pub fn actor(&self) -> Option<Uuid> {
         self.actor
+    }
+
+    /// The API key this transaction acts through, if any.
+    pub fn api_key(&self) -> Option<Uuid> {
+        self.api_key
+    }
+
+    /// Marks this transaction as acting through API key `key`.
+    pub fn through_key(&mut self, key: Uuid) {
+        self.api_key = Some(key);
     }
 
     /// Prepares this transaction for reading the audit log: every later

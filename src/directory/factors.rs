@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
-    auth::{lockout, mfa::store, own, session},
+    auth::{apikeys, lockout, mfa::store, own, session},
     authz::Permit,
     db::TenantTx,
     http::{AppState, error::AppError},
@@ -101,6 +101,41 @@ pub async fn end_sessions(
             .await?;
         own::record_ended(&mut tx, source, id, "administrator", &ended).await?;
         Ok(ended.len())
+    }
+    .await;
+    settle(tx, permit, source, outcome).await
+}
+
+/// `GET /api/users/{id}/api-keys`: the user's keys.
+pub async fn api_keys(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    id: Uuid,
+) -> Result<Vec<apikeys::ApiKeyView>, AppError> {
+    let outcome: Attempt<Vec<apikeys::ApiKeyView>> = async {
+        manageable(&mut tx, permit, id, state.clock.now(), true).await?;
+        Ok(apikeys::list(&mut tx, id).await?)
+    }
+    .await;
+    settle(tx, permit, source, outcome).await
+}
+
+/// `DELETE /api/users/{id}/api-keys/{key}`: revokes one of the user's keys.
+pub async fn revoke_api_key(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut tx: TenantTx,
+    (id, key): (Uuid, Uuid),
+) -> Result<(), AppError> {
+    let outcome: Attempt<()> = async {
+        attempt(&mut tx).await?;
+        let now = state.clock.now();
+        manageable(&mut tx, permit, id, now, true).await?;
+        apikeys::revoke(&mut tx, source, id, key, "administrator", now).await?;
+        Ok(())
     }
     .await;
     settle(tx, permit, source, outcome).await

@@ -126,6 +126,27 @@ pub async fn end_user_sessions(
     ok("ended", factors::end_sessions(&s, &permit, &src, tx, id).await?)
 }
 
+pub async fn user_api_keys(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    Tx(tx): Tx,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Answer {
+    ok("apiKeys", factors::api_keys(&s, &permit, &src, tx, id).await?)
+}
+
+pub async fn revoke_user_api_key(
+    State(s): State<AppState>,
+    ClientSource(src): ClientSource,
+    permit: Permit,
+    Tx(tx): Tx,
+    ApiPath(ids): ApiPath<(Uuid, Uuid)>,
+) -> Answer {
+    factors::revoke_api_key(&s, &permit, &src, tx, ids).await?;
+    no_content()
+}
+
 pub async fn unlock_user(
     State(s): State<AppState>,
     ClientSource(src): ClientSource,

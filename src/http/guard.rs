@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use super::{AppState, client::source_of, error::AppError};
 use crate::{
     auth::{
-        extractor::{Opened, open},
+        extractor::{Opened, open, open_key},
         mfa::Stage,
         session,
     },
@@ -359,8 +359,10 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let state = &guard.state;
-    let Some(cookie) = session::from_headers(&state.config, &parts.headers) else {
-        return unauthenticated(&guard, &parts);
+    let credential = match credential(&guard, &parts) {
+        Ok(Some(credential)) => credential,
+        Ok(None) => return unauthenticated(&guard, &parts),
+        Err(refusal) => return refusal.into_response(),
     };
     let body = if guard.kind.stream {
         body
@@ -371,7 +373,11 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         }
     };
     let source = source_of(&parts, &state.config);
-    let Opened { mut tx, who, subject, me } = match open(state, &cookie, &source).await {
+    let opening = match &credential {
+        Credential::Cookie(cookie) => open(state, cookie, &source).await,
+        Credential::Key(key) => open_key(state, key, &source).await,
+    };
+    let Opened { mut tx, who, subject, me } = match opening {
         Ok(opened) => opened,
         Err(AppError::Unauthorized) => return unauthenticated(&guard, &parts),
         Err(e) => return e.into_response(),
@@ -413,6 +419,9 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
             }
             Err(e) => return e.into_response(),
         }
+    } else {
+        // A session route's handler may ask what its user holds (API key limits).
+        parts.extensions.insert(subject);
     }
     if !stepped_up {
         // Allowed, but not without a fresh second factor: nothing happened,
@@ -448,6 +457,36 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
     response
 }
 
+/// How a request says who it is.
+enum Credential {
+    Cookie(session::SessionCookie),
+    /// `Authorization: Bearer ffk_…`
+    Key(String),
+}
+
+/// The request's credential: a session cookie or an API key, never both. A key
+/// reaches API routes a full session reaches, and no step-up route: pages,
+/// MFA enrolment and sensitive operations need a person.
+fn credential(guard: &Guard, parts: &Parts) -> Result<Option<Credential>, AppError> {
+    let cookie = session::from_headers(&guard.state.config, &parts.headers);
+    let bearer = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_string());
+    match (cookie, bearer) {
+        (Some(_), Some(_)) => Err(AppError::BadRequest("Send a session cookie or an API key, not both".into())),
+        (Some(cookie), None) => Ok(Some(Credential::Cookie(cookie))),
+        (None, Some(_)) if guard.kind.html => Err(AppError::forbidden("API keys cannot open pages")),
+        (None, Some(_)) if guard.kind.step_up || guard.kind.admits != Admits::Full => {
+            Err(AppError::forbidden("This needs a person signed in: API keys cannot do it"))
+        }
+        (None, Some(key)) => Ok(Some(Credential::Key(key))),
+        (None, None) => Ok(None),
+    }
+}
+
 fn unauthenticated(guard: &Guard, parts: &Parts) -> Response {
     if guard.kind.html { crate::web::to_login(&parts.uri) } else { AppError::Unauthorized.into_response() }
 }
@@ -473,6 +512,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Tx {
                 "handler wants the request's transaction, which its route does not have"
             ))
         })
+    }
+}
+
+/// What the request's user holds, on routes that need only a session.
+impl FromRequestParts<AppState> for authz::Subject {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<authz::Subject>()
+            .cloned()
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("handler wants a Subject but its route has none")))
     }
 }
 

@@ -147,7 +147,7 @@ pub async fn second_step(
     let passkeys = who.mfa.methods.iter().any(|m| m == "webauthn");
     let page = |next: String, error: String| SecondStepPage {
         next,
-        csrf_token: who.cookie.csrf_token(),
+        csrf_token: who.csrf_token(),
         passkeys,
         error: Some(error),
     };

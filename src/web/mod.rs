@@ -159,7 +159,7 @@ impl Nav {
     pub fn plain(me: &Me, who: &Authenticated) -> Nav {
         Nav {
             username: me.0.username.clone(),
-            csrf: who.cookie.csrf_token(),
+            csrf: who.csrf_token(),
             view_logs: false,
             incidents: false,
             users: false,
@@ -172,7 +172,7 @@ impl Nav {
     pub fn new(me: &Me, who: &Authenticated, subject: &Subject) -> Nav {
         Nav {
             username: me.0.username.clone(),
-            csrf: who.cookie.csrf_token(),
+            csrf: who.csrf_token(),
             view_logs: subject.holds(Permission::AdminViewLogs),
             incidents: subject.holds(Permission::IncidentManage),
             users: subject.holds(Permission::UsersView),
