@@ -1,6 +1,6 @@
 //! The second factor with the `fortifile` binary itself: a tenant seeded with
 //! the `compliance` preset holds its `CompanyAdmin` in enrolment until a passkey
-//! is added, and no TOTP secret or recovery code reaches the server's log.
+//! is added, and no TOTP secret, recovery code or API key reaches the server's log.
 
 mod common;
 
@@ -79,7 +79,7 @@ async fn a_compliance_tenants_company_admin_with_only_totp_is_held_in_enrolment_
 }
 
 #[tokio::test]
-async fn no_totp_secret_or_recovery_code_reaches_the_servers_log_even_at_debug() {
+async fn no_totp_secret_recovery_code_or_api_key_reaches_the_servers_log_even_at_debug() {
     let app = TestApp::spawn().await;
     app.create_user("ana", "student", "General", "public").await;
     let dir = scratch_dir();
@@ -112,12 +112,18 @@ async fn no_totp_secret_or_recovery_code_reaches_the_servers_log_even_at_debug()
     assert_eq!(body["mfaRequired"], true);
     let (status, _) = pending.post("/auth/mfa/recovery", json!({ "code": codes[0] })).await;
     assert_eq!(status, StatusCode::OK);
+    // An API key, used once: its text must not reach the log either.
+    let (status, created) = ana.post("/me/api-keys", json!({ "name": "canary" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let key = created["apiKey"]["key"].as_str().unwrap().to_string();
+    let res = reqwest::Client::new().get(format!("{base}/api/files")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     server.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("DEBUG") || text.contains("debug"), "the log ran at debug: {}", &text[..text.len().min(500)]);
-    for canary in std::iter::once(&shown).chain(codes.iter()) {
+    for canary in [&shown, &key[12..].to_string()].into_iter().chain(codes.iter()) {
         assert!(!text.contains(canary.as_str()), "{canary} is in the server's log");
     }
 }
