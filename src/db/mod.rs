@@ -100,15 +100,7 @@ impl Database {
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
-        let mut tx = begin(&self.pool).await?;
-        let row: Option<R> = sqlx::query_as("SELECT * FROM fortifile_open_request($1, $2, $3)")
-            .bind(tenant)
-            .bind(token_hash)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let actor = row.as_ref().map(&user_of);
-        Ok((TenantTx { tx, tenant, actor, api_key: None, attempt: false, log_reading: false }, row))
+        self.open_with("SELECT * FROM fortifile_open_request($1, $2, $3)", tenant, token_hash, now, user_of).await
     }
 
     /// Opens a request made with an API key, like [`Database::open_request`]
@@ -123,13 +115,22 @@ impl Database {
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
+        self.open_with("SELECT * FROM fortifile_open_key_request($1, $2, $3)", tenant, key_hash, now, user_of).await
+    }
+
+    async fn open_with<R>(
+        &self,
+        sql: &'static str,
+        tenant: Uuid,
+        hash: &[u8],
+        now: time::OffsetDateTime,
+        user_of: impl Fn(&R) -> Uuid,
+    ) -> Result<(TenantTx, Option<R>), sqlx::Error>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
         let mut tx = begin(&self.pool).await?;
-        let row: Option<R> = sqlx::query_as("SELECT * FROM fortifile_open_key_request($1, $2, $3)")
-            .bind(tenant)
-            .bind(key_hash)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row: Option<R> = sqlx::query_as(sql).bind(tenant).bind(hash).bind(now).fetch_optional(&mut *tx).await?;
         let actor = row.as_ref().map(&user_of);
         Ok((TenantTx { tx, tenant, actor, api_key: None, attempt: false, log_reading: false }, row))
     }
