@@ -141,3 +141,18 @@ async fn the_account_page_changes_the_password_and_ends_sessions_without_script(
     let res = form("/me/form/sessions/end-others", vec![], &s).await.unwrap();
     assert!(res.text().await.unwrap().contains("Every other session ended."));
 }
+
+#[tokio::test]
+async fn enrolling_a_first_factor_ends_the_sessions_opened_with_the_password_alone() {
+    let app = TestApp::spawn().await;
+    let s = app.signed_in_as("ana", "student", "public").await;
+    let elsewhere = app.session("ana").await;
+    let (_, setup) = s.post("/me/mfa/totp/setup", json!({})).await;
+    let secret = fortifile::auth::mfa::totp::Secret::from_base32(setup["totp"]["secret"].as_str().unwrap()).unwrap();
+    let now = fortifile::clock::Clock::now(&app.clock);
+    let code = format!("{:06}", secret.code_at(fortifile::auth::mfa::totp::step_of(now)));
+    assert_eq!(s.post("/me/mfa/totp/confirm", json!({ "code": code })).await.0, StatusCode::OK);
+    assert_eq!(elsewhere.get("/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.get("/me").await.0, StatusCode::OK);
+    assert_eq!(app.audit("auth.session_end").await[0].details["by"], "first_factor");
+}

@@ -89,7 +89,7 @@ async fn a_key_loses_what_its_owner_loses_on_the_next_request_and_stops_with_a_s
     let ana_id = app.user_id("ana").await;
     let (status, _) = admin.put(&format!("/api/users/{ana_id}"), json!({ "status": "suspended" })).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(program.get("/me").await.0, StatusCode::UNAUTHORIZED, "a suspended owner's key stops");
+    assert_eq!(program.get("/api/files").await.0, StatusCode::UNAUTHORIZED, "a suspended owner's key stops");
     assert_eq!(app.audit("auth.api_key").await.last().unwrap().details["reason"], "owner_not_active");
 }
 
@@ -149,6 +149,11 @@ async fn a_key_never_reaches_a_page_a_step_up_route_or_enrolment_and_never_rides
     let (status, _) = program.send(Method::POST, "/auth/step-up", Some(json!({ "code": "123456" }))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a key is not a second factor");
     assert_eq!(program.send(Method::POST, "/me/api-keys", Some(json!({ "name": "x" }))).await.0, StatusCode::FORBIDDEN);
+    for path in ["/me", "/me/sessions", "/me/api-keys"] {
+        assert_eq!(program.get(path).await.0, StatusCode::FORBIDDEN, "{path}: one's own account needs a person");
+    }
+    let (status, _) = program.send(Method::POST, "/me/sessions/end-others", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     // Both a cookie and a key: refused whatever the route.
     let both = admin.client.get(app.url("/api/users")).header(header::AUTHORIZATION, format!("Bearer {}", program.key));
     assert_eq!(both.send().await.unwrap().status(), StatusCode::BAD_REQUEST);
@@ -234,4 +239,20 @@ async fn every_guarded_api_route_refuses_each_roles_key_lacking_its_permission_a
         }
     }
     assert!(checked > 3 * 30, "the matrix ran {checked} requests");
+}
+
+#[tokio::test]
+async fn changing_the_password_revokes_every_key_of_the_account() {
+    let app = TestApp::spawn().await;
+    let ana = app.signed_in_as("ana", "student", "public").await;
+    let (program, _) = key(&app, &ana, json!({ "name": "sync" })).await;
+    let change = json!({ "currentPassword": common::PASSWORD, "newPassword": "violet harbour seven lanterns" });
+    let (status, _) = ana.post("/me/password", change).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        program.get("/api/files").await.0,
+        StatusCode::UNAUTHORIZED,
+        "whoever had the password may have made it"
+    );
+    assert_eq!(app.audit("apikey.revoke").await[0].details["by"], "password_change");
 }

@@ -180,3 +180,113 @@ async fn wrong_second_factors_count_into_the_accounts_limit() {
     assert_eq!(attempt(&app, &new_client(), "ana", PASSWORD).await.0, StatusCode::UNAUTHORIZED, "the account waits");
     assert_eq!(reasons(&app).await.last().unwrap(), "throttled");
 }
+
+#[tokio::test]
+async fn step_up_codes_are_guessed_no_faster_than_passwords() {
+    let app = TestApp::spawn().await;
+    let s = app.signed_in_as("ana", "student", "public").await;
+    let (_, setup) = s.post("/me/mfa/totp/setup", json!({})).await;
+    let secret = Secret::from_base32(setup["totp"]["secret"].as_str().unwrap()).unwrap();
+    let code = |app: &TestApp| format!("{:06}", secret.code_at(step_of(app.clock.now())));
+    assert_eq!(s.post("/me/mfa/totp/confirm", json!({ "code": code(&app) })).await.0, StatusCode::OK);
+    app.clock.advance(Duration::seconds(30));
+    for _ in 0..5 {
+        assert_eq!(s.post("/auth/step-up", json!({ "code": "000000" })).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(s.post("/auth/step-up", json!({ "code": code(&app) })).await.0, StatusCode::UNAUTHORIZED, "held");
+    let rows = app.audit("auth.step_up").await;
+    assert_eq!(rows.last().unwrap().details["held"], "throttled");
+    app.clock.advance(Duration::seconds(61));
+    assert_eq!(s.post("/auth/step-up", json!({ "code": code(&app) })).await.0, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn current_passwords_are_guessed_no_faster_than_at_login() {
+    let app = TestApp::spawn().await;
+    let s = app.signed_in_as("ana", "student", "public").await;
+    let change = |current: &str| json!({ "currentPassword": current, "newPassword": "violet harbour seven lanterns" });
+    for _ in 0..5 {
+        assert_eq!(s.post("/me/password", change("guess")).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert_eq!(s.post("/me/password", change(PASSWORD)).await.0, StatusCode::UNPROCESSABLE_ENTITY, "held");
+    assert_eq!(app.audit("auth.password_change").await.last().unwrap().details["reason"], "throttled");
+}
+
+#[tokio::test]
+async fn parallel_tries_on_one_pending_session_check_at_most_five_codes() {
+    let app = TestApp::spawn_with(|c| c.login_lockout = fortifile::config::Threshold { count: 100, minutes: 15 }).await;
+    let s = app.signed_in_as("ana", "student", "public").await;
+    let (_, setup) = s.post("/me/mfa/totp/setup", json!({})).await;
+    let secret = Secret::from_base32(setup["totp"]["secret"].as_str().unwrap()).unwrap();
+    let code = format!("{:06}", secret.code_at(step_of(app.clock.now())));
+    assert_eq!(s.post("/me/mfa/totp/confirm", json!({ "code": code })).await.0, StatusCode::OK);
+    let client = new_client();
+    let body: Value = app.login_with(&client, "ana", PASSWORD).await.json().await.unwrap();
+    let csrf = body["csrfToken"].as_str().unwrap().to_string();
+    let tries = (0..20).map(|i| {
+        client
+            .post(app.url("/auth/mfa/totp"))
+            .header("x-csrf-token", &csrf)
+            .json(&json!({ "code": format!("{i:06}") }))
+            .send()
+    });
+    futures::future::join_all(tries).await;
+    let checked = app.audit("auth.mfa.verify").await;
+    assert!(checked.len() <= 5, "{} codes were checked", checked.len());
+}
+
+#[tokio::test]
+async fn ones_own_logins_do_not_wear_down_an_addresss_count() {
+    let app = TestApp::spawn().await;
+    app.create_user("mallory", "student", "General", "public").await;
+    app.create_user("lee", "student", "General", "public").await;
+    let own = new_client();
+    for n in 0..35 {
+        attempt(&app, &own, "mallory", PASSWORD).await;
+        attempt(&app, &new_client(), &format!("victim{n}"), WRONG).await;
+    }
+    let reasons = reasons(&app).await;
+    assert_eq!(reasons.iter().filter(|r| *r == "unknown_user").count(), 30, "{reasons:?}");
+    assert_eq!(attempt(&app, &new_client(), "lee", PASSWORD).await.0, StatusCode::UNAUTHORIZED, "the address waits");
+}
+
+#[tokio::test]
+async fn a_slow_guesser_climbs_to_fifteen_minutes_and_stays_there() {
+    let app = TestApp::spawn().await;
+    app.create_user("ana", "student", "General", "public").await;
+    let client = new_client();
+    for _ in 0..5 {
+        attempt(&app, &client, "ana", WRONG).await;
+    }
+    // Each try as soon as the delay allows: 1, 2, 4, 8, then 15 minutes.
+    for minutes in [1, 2, 4, 8, 15, 15] {
+        app.clock.advance(Duration::seconds(minutes * 60 - 5));
+        assert_eq!(attempt(&app, &client, "ana", PASSWORD).await.0, StatusCode::UNAUTHORIZED, "within {minutes} min");
+        app.clock.advance(Duration::seconds(6));
+        attempt(&app, &client, "ana", WRONG).await;
+    }
+    let tried = reasons(&app).await.iter().filter(|r| *r == "bad_password").count();
+    assert_eq!(tried, 11, "five, then one per delay");
+}
+
+#[tokio::test]
+async fn unlocking_follows_the_guard_rails() {
+    let app = TestApp::spawn().await;
+    app.admin().await;
+    let staff = app.signed_in_as("helpdesk", "staff", "public").await;
+    sqlx::query(
+        "INSERT INTO role_permissions (tenant_id, role_id, permission_id, scope) \
+         SELECT r.tenant_id, r.id, p.id, 'tenant' FROM roles r, permissions p \
+          WHERE r.name = 'staff' AND p.name = 'users.edit' ON CONFLICT DO NOTHING",
+    )
+    .execute(&mut app.owner_conn().await)
+    .await
+    .unwrap();
+    let root = app.user_id("root").await;
+    sqlx::query("UPDATE users SET locked_at = now() WHERE id = $1")
+        .bind(root)
+        .execute(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(staff.post(&format!("/api/users/{root}/unlock"), json!({})).await.0, StatusCode::FORBIDDEN);
+}

@@ -111,7 +111,7 @@ pub async fn export(
             // Each page decides again: a revoked admin.view_logs (or an ended
             // session) stops the export at the next page.
             let page = async {
-                let mut tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+                let mut tx = permit.transaction(&state.db).await?;
                 let current = permit.recheck(&mut tx, state.clock.now()).await?;
                 let current = current.map_err(|_| AppError::forbidden(crate::authz::INSUFFICIENT))?;
                 let page = query::list(&state, &current, &mut tx, &filter).await?;

@@ -214,15 +214,17 @@ pub async fn login(
     tx.commit().await?;
     if let Some(held) = held {
         state.passwords.verify(&input.password, None).await?;
-        return refuse_login(state, tenant.id, source, login, Refusal::Held(account.as_ref(), held)).await;
+        return refuse_login(state, tenant.id, source, login, device, Refusal::Held(account.as_ref(), held)).await;
     }
     let verified = state.passwords.verify(&input.password, account.as_ref().map(|a| a.password_hash.as_str())).await?;
 
     let account = match account {
-        None => return refuse_login(state, tenant.id, source, login, Refusal::UnknownUser).await,
-        Some(a) if !verified => return refuse_login(state, tenant.id, source, login, Refusal::BadPassword(&a)).await,
+        None => return refuse_login(state, tenant.id, source, login, device, Refusal::UnknownUser).await,
+        Some(a) if !verified => {
+            return refuse_login(state, tenant.id, source, login, device, Refusal::BadPassword(&a)).await;
+        }
         Some(a) if a.status != "active" => {
-            return refuse_login(state, tenant.id, source, login, Refusal::NotActive(&a)).await;
+            return refuse_login(state, tenant.id, source, login, device, Refusal::NotActive(&a)).await;
         }
         Some(a) => a,
     };
@@ -244,7 +246,7 @@ pub async fn login(
         return Ok(LoggedIn::SecondStep { cookie, methods: mfa::second_step_methods(&methods) });
     }
     user::record_login(&mut tx, account.id, now).await?;
-    lockout::succeeded(&mut tx, source, account.id).await?;
+    lockout::succeeded(&mut tx, account.id).await?;
     let view = user::load_view(&mut tx, account.id, now).await?;
     tx.commit().await?;
     let view = view.ok_or_else(|| anyhow::anyhow!("the user vanished during login"))?;
@@ -264,11 +266,14 @@ enum Refusal<'a> {
 
 /// Records a failed login and answers it. The answer for an unknown user and for a
 /// wrong password is the same; the audit row (for administrators) says which.
+/// A wrong password or unknown user counts against the account (in a row)
+/// and the address (unless `device`: a browser that knows the account).
 async fn refuse_login<T>(
     state: &AppState,
     tenant: Uuid,
     source: &Source,
     login: &str,
+    device: bool,
     refusal: Refusal<'_>,
 ) -> Result<T, AppError> {
     // A known account by its own name (and how it was named); an unknown one
@@ -280,9 +285,10 @@ async fn refuse_login<T>(
             .target("user", account.id)
             .details(json!({ "reason": reason, "username": account.username, "loginWith": with }))
     };
-    let wrong_password = match &refusal {
-        Refusal::BadPassword(account) => Some(account.id),
-        _ => None,
+    let (wrong_password, guessed) = match &refusal {
+        Refusal::BadPassword(account) => (Some(account.id), true),
+        Refusal::UnknownUser => (None, true),
+        _ => (None, false),
     };
     let (entry, error) = match refusal {
         Refusal::UnknownUser => {
@@ -314,8 +320,12 @@ async fn refuse_login<T>(
         }
     };
     let mut tx = state.db.tenant_tx(tenant, None).await?;
+    let now = state.clock.now();
     if let Some(account) = wrong_password {
-        lockout::failed(&mut tx, source, account, state.clock.now()).await?;
+        lockout::failed(&mut tx, source, account, now).await?;
+    }
+    if guessed {
+        lockout::address_failed(&mut tx, &state.config, source, device, now).await?;
     }
     audit::record(&mut tx, source, entry).await?;
     tx.commit().await?;

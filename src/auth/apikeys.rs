@@ -205,6 +205,31 @@ pub async fn list(tx: &mut TenantTx, user: Uuid) -> Result<Vec<ApiKeyView>, sqlx
     Ok(rows.into_iter().map(shape).collect())
 }
 
+/// Revokes every key of `user` (their password changed, or their factors were
+/// reset: whoever had the account may have made keys); how many.
+pub async fn revoke_all(
+    tx: &mut TenantTx,
+    source: &Source,
+    user: Uuid,
+    by: &str,
+    now: OffsetDateTime,
+) -> Result<usize, sqlx::Error> {
+    let revoked: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(user)
+    .bind(now)
+    .fetch_all(tx.conn())
+    .await?;
+    for id in &revoked {
+        let entry = Entry::new(Action::ApiKeyRevoke, Outcome::Success)
+            .target("api_key", id)
+            .details(json!({ "owner": user, "by": by }));
+        audit::record(tx, source, entry).await?;
+    }
+    Ok(revoked.len())
+}
+
 /// Revokes `user`'s key `id` (404 when there is none); `by` says who did.
 pub async fn revoke(
     tx: &mut TenantTx,

@@ -166,7 +166,8 @@ struct KeyRow {
 
 /// Opens a request made with an API key: 401 for a key that is not one
 /// (decided without the database), unknown, revoked or expired, or whose owner
-/// is no longer active; each but the first is recorded as `auth.api_key` fail.
+/// is no longer active; a revoked or expired key, or an inactive owner's, is
+/// recorded as `auth.api_key` fail.
 pub async fn open_key(state: &AppState, key: &str, source: &Source) -> Result<Opened, AppError> {
     let Some(key) = apikeys::parse(key) else {
         tracing::info!("a malformed API key was refused");
@@ -181,11 +182,18 @@ pub async fn open_key(state: &AppState, key: &str, source: &Source) -> Result<Op
         Some(r) if r.profile.status != "active" => Some("owner_not_active"),
         Some(_) => None,
     };
+    let known = row.is_some();
     let Some(row) = row.filter(|_| refusal.is_none()) else {
-        let entry = Entry::new(Action::AuthApiKey, Outcome::Fail)
-            .details(json!({ "reason": refusal.unwrap_or("unknown"), "prefix": key.shown() }));
-        audit::record(&mut tx, source, entry).await?;
-        tx.commit().await?;
+        // A key nobody was given writes nothing: anyone can make up a
+        // well-formed one for any tenant, and must not fill its log.
+        if known {
+            let entry = Entry::new(Action::AuthApiKey, Outcome::Fail)
+                .details(json!({ "reason": refusal.unwrap_or("unknown"), "prefix": key.shown() }));
+            audit::record(&mut tx, source, entry).await?;
+            tx.commit().await?;
+        } else {
+            tracing::info!(prefix = key.shown(), "an unknown API key was refused");
+        }
         return Err(AppError::Unauthorized);
     };
     // Its last use is written at most once a minute, by whichever request gets the row first.

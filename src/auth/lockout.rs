@@ -9,7 +9,10 @@
 //! `FORTIFILE_LOGIN_ADDRESS_LIMIT`, default 30 in 15 minutes per address) each
 //! further attempt sets a delay that doubles, from one minute up to fifteen.
 //! A full success (the password, and the second factor where there is one)
-//! clears the account's count; it takes one attempt off the address's.
+//! clears the account's count. The address counts failures only, and a
+//! success takes nothing off it (one's own logins must not wear a spray's
+//! count down). Step-up codes, second factors and current passwords claim
+//! against the account too ([`check`]): none is guessed faster than a password.
 //!
 //! Separately, wrong passwords and second factors in a row are counted on the
 //! account; at 100 it is locked until an administrator unlocks it.
@@ -76,9 +79,11 @@ async fn claim(
     now: OffsetDateTime,
 ) -> Result<Claimed, sqlx::Error> {
     // A claim is admitted when no delay runs; a held claim changes nothing (a
-    // delay is not stretched by knocking on it). An admitted one counts: when
-    // its window is over counting starts again, and from the limit's attempt
-    // on each sets a delay of 2^(attempt - limit) minutes, at most 15.
+    // delay is not stretched by knocking on it). An admitted one counts:
+    // counting starts again only after a quiet window (the window over, and no
+    // delay for a window's length), and from the limit's attempt on each sets
+    // a delay of 2^(attempt - limit) minutes, at most 15: a slow guesser
+    // climbs to fifteen minutes and stays there.
     // `admitted` is decided on the row as locked by this statement (a parallel
     // claim waits for the lock and then sees this one's delay), and the
     // admitted claim that reached the limit started the lockout.
@@ -88,18 +93,21 @@ async fn claim(
          ON CONFLICT (tenant_id, kind, subject) DO UPDATE SET \
            admitted = t.blocked_until IS NULL OR t.blocked_until <= $4, \
            attempts = CASE WHEN t.blocked_until > $4 THEN t.attempts \
-                           WHEN t.window_start <= $4 - make_interval(mins => $5) THEN 1 \
+                           WHEN t.window_start <= $4 - make_interval(mins => $5) \
+                            AND coalesce(t.blocked_until, '-infinity') <= $4 - make_interval(mins => $5) THEN 1 \
                            ELSE least(t.attempts, 1000000) + 1 END, \
            window_start = CASE WHEN t.blocked_until > $4 THEN t.window_start \
-                               WHEN t.window_start <= $4 - make_interval(mins => $5) THEN $4 \
+                               WHEN t.window_start <= $4 - make_interval(mins => $5) \
+                                AND coalesce(t.blocked_until, '-infinity') <= $4 - make_interval(mins => $5) THEN $4 \
                                ELSE t.window_start END, \
            blocked_until = CASE WHEN t.blocked_until > $4 THEN t.blocked_until \
                                 WHEN t.window_start <= $4 - make_interval(mins => $5) \
+                                 AND coalesce(t.blocked_until, '-infinity') <= $4 - make_interval(mins => $5) \
                                     THEN CASE WHEN $6 <= 1 THEN $4 + interval '1 minute' END \
                                 WHEN least(t.attempts, 1000000) + 1 >= $6 \
                                     THEN $4 + make_interval(mins => \
                                          least(15, power(2, least(least(t.attempts, 1000000) + 1 - $6, 4))::int)) \
-                                ELSE NULL END \
+                                ELSE t.blocked_until END \
          RETURNING t.admitted, t.attempts, t.blocked_until, \
                    (t.admitted AND t.blocked_until > $4 AND t.attempts = $6) AS newly_blocked",
     )
@@ -126,11 +134,15 @@ pub async fn admit(
 ) -> Result<Option<Held>, sqlx::Error> {
     let mut held = None;
     if let Some(ip) = source.ip.filter(|_| !device) {
-        let claimed = claim(tx, "login_address", &ip.to_string(), config.login_address_limit, now).await?;
-        if claimed.newly_blocked {
-            record_lockout(tx, source, None, "address", &claimed).await?;
-        }
-        if !claimed.admitted {
+        // The address counts failures (`address_failed`): here only its delay.
+        let delayed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM throttles WHERE kind = 'login_address' AND subject = $1 AND blocked_until > $2)",
+        )
+        .bind(ip.to_string())
+        .bind(now)
+        .fetch_one(tx.conn())
+        .await?;
+        if delayed {
             held = Some(Held::Throttled);
         }
     }
@@ -165,6 +177,49 @@ async fn record_lockout(
     audit::record(tx, source, entry).await.map(|_| ())
 }
 
+/// Counts a failed login from `source` against its address (all usernames):
+/// past `FORTIFILE_LOGIN_ADDRESS_LIMIT` the address waits like an account.
+/// A browser with the account's device cookie is not counted (`device`).
+pub async fn address_failed(
+    tx: &mut TenantTx,
+    config: &Config,
+    source: &Source,
+    device: bool,
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    let Some(ip) = source.ip.filter(|_| !device) else { return Ok(()) };
+    let claimed = claim(tx, "login_address", &ip.to_string(), config.login_address_limit, now).await?;
+    if claimed.newly_blocked {
+        record_lockout(tx, source, None, "address", &claimed).await?;
+    }
+    Ok(())
+}
+
+/// Before a signed-in user's second factor or current password is checked:
+/// claims a try against the account, as a login does, and says whether it must
+/// be refused (a delay runs, or the account is locked).
+pub async fn check(
+    tx: &mut TenantTx,
+    config: &Config,
+    source: &Source,
+    user: Uuid,
+    now: OffsetDateTime,
+) -> Result<Option<Held>, sqlx::Error> {
+    let locked: bool = sqlx::query_scalar("SELECT locked_at IS NOT NULL FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_optional(tx.conn())
+        .await?
+        .unwrap_or(true);
+    if locked {
+        return Ok(Some(Held::Locked));
+    }
+    let claimed = claim(tx, "login_account", &user.to_string(), config.login_lockout, now).await?;
+    if claimed.newly_blocked {
+        record_lockout(tx, source, Some(user), "account", &claimed).await?;
+    }
+    Ok((!claimed.admitted).then_some(Held::Throttled))
+}
+
 /// Counts a wrong password or second factor against `user`; at
 /// [`HARD_LOCK_AFTER`] in a row the account locks (recorded as `auth.lockout`).
 pub async fn failed(tx: &mut TenantTx, source: &Source, user: Uuid, now: OffsetDateTime) -> Result<(), sqlx::Error> {
@@ -188,26 +243,9 @@ pub async fn failed(tx: &mut TenantTx, source: &Source, user: Uuid, now: OffsetD
     Ok(())
 }
 
-/// A wrong second factor, or a wrong current password when changing it: it
-/// counts into the account's limits like a wrong password at login (its
-/// window, and the count in a row).
-pub async fn failed_verification(
-    tx: &mut TenantTx,
-    config: &Config,
-    source: &Source,
-    user: Uuid,
-    now: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    let claimed = claim(tx, "login_account", &user.to_string(), config.login_lockout, now).await?;
-    if claimed.newly_blocked {
-        record_lockout(tx, source, Some(user), "account", &claimed).await?;
-    }
-    failed(tx, source, user, now).await
-}
-
-/// A full success: the account's count and delay are cleared, and the
-/// address's count loses the attempt.
-pub async fn succeeded(tx: &mut TenantTx, source: &Source, user: Uuid) -> Result<(), sqlx::Error> {
+/// A full success (or a verified second factor): the account's count and
+/// delay are cleared. The address's count of failures stays.
+pub async fn succeeded(tx: &mut TenantTx, user: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0")
         .bind(user)
         .execute(tx.conn())
@@ -216,14 +254,6 @@ pub async fn succeeded(tx: &mut TenantTx, source: &Source, user: Uuid) -> Result
         .bind(user.to_string())
         .execute(tx.conn())
         .await?;
-    if let Some(ip) = source.ip {
-        sqlx::query(
-            "UPDATE throttles SET attempts = greatest(attempts - 1, 0) WHERE kind = 'login_address' AND subject = $1",
-        )
-        .bind(ip.to_string())
-        .execute(tx.conn())
-        .await?;
-    }
     Ok(())
 }
 

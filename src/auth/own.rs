@@ -30,8 +30,9 @@ impl std::fmt::Debug for PasswordChange {
     }
 }
 
-/// Changes the caller's password; every other session of theirs ends. A wrong
-/// current password is refused and counts like a failed login.
+/// Changes the caller's password; every other session of theirs ends and
+/// every API key is revoked. A wrong current password is refused and counts
+/// like a failed login.
 pub async fn change_password(
     state: &AppState,
     source: &Source,
@@ -45,11 +46,23 @@ pub async fn change_password(
             .fetch_one(tx.conn())
             .await?;
     let now = state.clock.now();
-    if !state.passwords.verify(&input.current_password, Some(&hash)).await? {
-        lockout::failed_verification(&mut tx, &state.config, source, who.user_id, now).await?;
+    // The current password is checked only within the account's login limits.
+    let held = lockout::check(&mut tx, &state.config, source, who.user_id, now).await?;
+    let right = match held {
+        Some(_) => {
+            state.passwords.verify(&input.current_password, None).await?;
+            false
+        }
+        None => state.passwords.verify(&input.current_password, Some(&hash)).await?,
+    };
+    if !right {
+        if held.is_none() {
+            lockout::failed(&mut tx, source, who.user_id, now).await?;
+        }
+        let reason = held.map(|h| h.reason()).unwrap_or("wrong_current_password");
         let entry = Entry::new(Action::AuthPasswordChange, Outcome::Fail)
             .target("user", who.user_id)
-            .details(json!({ "reason": "wrong_current_password" }));
+            .details(json!({ "reason": reason }));
         audit::record(&mut tx, source, entry).await?;
         tx.commit().await?;
         return Err(AppError::invalid("currentPassword", "that is not your current password"));
@@ -62,9 +75,10 @@ pub async fn change_password(
         .execute(tx.conn())
         .await?;
     let ended = end_sessions(&mut tx, who.user_id, Some(who.session_id)).await?;
+    let keys = super::apikeys::revoke_all(&mut tx, source, who.user_id, "password_change", now).await?;
     let entry = Entry::new(Action::AuthPasswordChange, Outcome::Success)
         .target("user", who.user_id)
-        .details(json!({ "otherSessionsEnded": ended }));
+        .details(json!({ "otherSessionsEnded": ended, "apiKeysRevoked": keys }));
     audit::record(&mut tx, source, entry).await?;
     tx.commit().await?;
     Ok(ended)

@@ -162,13 +162,18 @@ pub async fn mark_verified(tx: &mut TenantTx, session_id: Uuid, now: OffsetDateT
         .map(|_| ())
 }
 
-/// Counts a wrong second factor against a pending session; how many it has now.
-pub async fn count_failure(tx: &mut TenantTx, session_id: Uuid) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar("UPDATE sessions SET mfa_failures = mfa_failures + 1 WHERE id = $1 RETURNING mfa_failures")
-        .bind(session_id)
-        .fetch_optional(tx.conn())
-        .await
-        .map(|n| n.unwrap_or(i32::MAX))
+/// Claims one of a pending session's `max` tries at its second factor (counted
+/// before the factor is checked; the row lock queues parallel tries): how many
+/// it has used with this one, or `None` when none is left or it is gone.
+pub async fn claim_try(tx: &mut TenantTx, session_id: Uuid, max: i32) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE sessions SET mfa_failures = mfa_failures + 1 \
+         WHERE id = $1 AND mfa_pending AND mfa_failures < $2 RETURNING mfa_failures",
+    )
+    .bind(session_id)
+    .bind(max)
+    .fetch_optional(tx.conn())
+    .await
 }
 
 /// Ends every session of `user` (their factors were reset).

@@ -224,6 +224,29 @@ impl Permit {
         &self.subject
     }
 
+    /// A transaction of its own for this permit's user (where a request
+    /// cannot hold one across a stream), naming its API key in every audit row.
+    pub async fn transaction(&self, db: &crate::db::Database) -> Result<TenantTx, sqlx::Error> {
+        let mut tx = db.tenant_tx(self.tenant_id(), Some(self.user_id())).await?;
+        if let Some(key) = self.subject.api_key() {
+            tx.through_key(key);
+        }
+        Ok(tx)
+    }
+
+    /// Appends `entry` in a transaction of its own (see [`Permit::transaction`]).
+    pub async fn record_alone(
+        &self,
+        db: &crate::db::Database,
+        source: &crate::audit::Source,
+        entry: crate::audit::Entry,
+    ) -> Result<Uuid, sqlx::Error> {
+        let mut tx = self.transaction(db).await?;
+        let id = crate::audit::record(&mut tx, source, entry).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     pub fn user_id(&self) -> Uuid {
         self.subject.user_id
     }

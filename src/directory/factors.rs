@@ -3,17 +3,14 @@
 //! and every session ended, with the reason given in the audit row, under the
 //! same guard rails as any change of the user's access (in scope, no more
 //! powerful than the caller, never oneself: one's own factors are changed at
-//! `/me/mfa`, with a step-up); and unlocking an account that too many failed
-//! logins locked (in scope).
+//! `/me/mfa`, with a step-up); unlocking an account that too many failed
+//! logins locked (the same guard rails); and a user's sessions and API keys.
 
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{
-    Attempt, attempt, begin, settle,
-    targets::{in_scope, manageable},
-};
+use super::{Attempt, attempt, begin, settle, targets::manageable};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     auth::{apikeys, lockout, mfa::store, own, session},
@@ -57,6 +54,7 @@ pub async fn reset_mfa(
         sqlx::query("DELETE FROM mfa_webauthn WHERE user_id = $1").bind(id).execute(tx.conn()).await?;
         store::delete_recovery_codes(&mut tx, id).await?;
         let sessions_ended = session::delete_all_of(&mut tx, id).await?;
+        apikeys::revoke_all(&mut tx, source, id, "mfa_reset", now).await?;
         let entry = Entry::new(Action::AuthMfaReset, Outcome::Success)
             .target("user", id)
             .details(json!({ "reason": reason, "removed": removed, "sessionsEnded": sessions_ended }));
@@ -152,7 +150,7 @@ pub async fn unlock(
 ) -> Result<(), AppError> {
     let outcome: Attempt<()> = async {
         attempt(&mut tx).await?;
-        let user = in_scope(&mut tx, permit, id, state.clock.now()).await?;
+        let user = manageable(&mut tx, permit, id, state.clock.now(), false).await?;
         if !lockout::unlock(&mut tx, id).await? {
             return Err(AppError::Conflict("This account is not locked".into()).into());
         }

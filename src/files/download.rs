@@ -191,7 +191,7 @@ async fn record_late_failure(
         .target("file", file.id)
         .details(json!({ "name": name, "reason": f.reason(), "midStream": true }))
         .classified(file.classification.rank);
-    if let Err(e) = audit::record_alone(&state.db, permit.tenant_id(), Some(permit.user_id()), source, entry).await {
+    if let Err(e) = permit.record_alone(&state.db, source, entry).await {
         tracing::error!(error = %e, "could not record a failed download");
     }
 }

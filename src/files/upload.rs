@@ -122,7 +122,7 @@ async fn place(
     classification: Option<&str>,
     department: Option<&str>,
 ) -> Result<Placement, AppError> {
-    let tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let tx = permit.transaction(&state.db).await?;
     let (mut tx, permit) = current(state, permit, source, tx).await?;
     let permit = &permit;
     let (classification_id, classification) = match classification.map(str::trim).filter(|c| !c.is_empty()) {
@@ -243,7 +243,7 @@ async fn record(
     placement: &Placement,
     stored: &Stored,
 ) -> Result<FileView, AppError> {
-    let tx = state.db.tenant_tx(permit.tenant_id(), Some(permit.user_id())).await?;
+    let tx = permit.transaction(&state.db).await?;
     let (mut tx, permit) = current(state, permit, source, tx).await?;
     let permit = &permit;
     // The level may have been re-ranked or renamed while the bytes streamed.
@@ -309,7 +309,7 @@ async fn too_large(
     if let Some(rank) = rank {
         entry = entry.classified(rank);
     }
-    match audit::record_alone(&state.db, permit.tenant_id(), Some(permit.user_id()), source, entry).await {
+    match permit.record_alone(&state.db, source, entry).await {
         Ok(_) => AppError::PayloadTooLarge,
         Err(e) => e.into(),
     }

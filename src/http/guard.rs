@@ -465,8 +465,8 @@ enum Credential {
 }
 
 /// The request's credential: a session cookie or an API key, never both. A key
-/// reaches API routes a full session reaches, and no step-up route: pages,
-/// MFA enrolment and sensitive operations need a person.
+/// reaches only API routes guarded by a permission and not by a step-up:
+/// pages, one's own account, MFA and sensitive operations need a person.
 fn credential(guard: &Guard, parts: &Parts) -> Result<Option<Credential>, AppError> {
     let cookie = session::from_headers(&guard.state.config, &parts.headers);
     let bearer = parts
@@ -479,7 +479,9 @@ fn credential(guard: &Guard, parts: &Parts) -> Result<Option<Credential>, AppErr
         (Some(_), Some(_)) => Err(AppError::BadRequest("Send a session cookie or an API key, not both".into())),
         (Some(cookie), None) => Ok(Some(Credential::Cookie(cookie))),
         (None, Some(_)) if guard.kind.html => Err(AppError::forbidden("API keys cannot open pages")),
-        (None, Some(_)) if guard.kind.step_up || guard.kind.admits != Admits::Full => {
+        // Only routes guarded by a permission: one's own account, sessions,
+        // keys and factors, and every step-up operation, need a person.
+        (None, Some(_)) if guard.kind.step_up || guard.kind.admits != Admits::Full || guard.permission.is_none() => {
             Err(AppError::forbidden("This needs a person signed in: API keys cannot do it"))
         }
         (None, Some(key)) => Ok(Some(Credential::Key(key))),

@@ -152,10 +152,19 @@ pub async fn second_step(
 ) -> Result<Result<(UserView, SessionCookie, axum::http::HeaderValue), WrongFactor>, AppError> {
     let method = Method::parse(&input)?;
     let now = state.clock.now();
-    if check(state, source, &mut tx, who, &input).await?.is_err() {
-        let failures = session::count_failure(&mut tx, who.session_id).await?;
+    // The try is counted before the factor is checked, on the session row: of
+    // parallel tries on one pending session only the first five are checked.
+    let Some(failures) = session::claim_try(&mut tx, who.session_id, MAX_FAILURES).await? else {
+        tx.commit().await?;
+        return Err(AppError::Unauthorized);
+    };
+    let held = lockout::check(&mut tx, &state.config, source, who.user_id, now).await?;
+    let right = held.is_none() && check(state, source, &mut tx, who, &input).await?.is_ok();
+    if !right {
         let account_failures = count_account_failure(&mut tx, who.user_id).await?;
-        lockout::failed_verification(&mut tx, &state.config, source, who.user_id, now).await?;
+        if held.is_none() {
+            lockout::failed(&mut tx, source, who.user_id, now).await?;
+        }
         let ended = failures >= MAX_FAILURES;
         if ended {
             session::delete(&mut tx, who.session_id).await?;
@@ -164,18 +173,22 @@ pub async fn second_step(
             .user(who.user_id)
             .target("user", who.user_id)
             .details(json!({ "method": method.as_str(), "step": "login", "failures": failures,
-                    "accountFailures": account_failures, "sessionEnded": ended }));
+                    "accountFailures": account_failures, "sessionEnded": ended,
+                    "held": held.map(|h| h.reason()) }));
         audit::record(&mut tx, source, entry).await?;
         tx.commit().await?;
         return Ok(Err(WrongFactor { ended }));
     }
-    session::delete(&mut tx, who.session_id).await?;
+    // Only the request whose delete ended the pending session opens the full one.
+    if !session::delete(&mut tx, who.session_id).await? {
+        return Err(AppError::Unauthorized);
+    }
     let cookie =
         session::create(&mut tx, who.user_id, now, state.config.session_absolute_timeout, source, Opening::Verified)
             .await?;
     user::record_login(&mut tx, who.user_id, now).await?;
     clear_account_failures(&mut tx, who.user_id).await?;
-    lockout::succeeded(&mut tx, source, who.user_id).await?;
+    lockout::succeeded(&mut tx, who.user_id).await?;
     let entry = Entry::new(Action::AuthMfaVerify, Outcome::Success)
         .user(who.user_id)
         .target("user", who.user_id)
@@ -201,19 +214,27 @@ pub async fn step_up(
     if !who.mfa.enabled() {
         return Err(AppError::Conflict("No second factor is enrolled: there is nothing to step up with".into()));
     }
-    let outcome = check(state, source, &mut tx, who, &input).await?;
+    // Each try claims against the account's login limits first: a stolen
+    // session cannot guess codes faster than a password.
+    let now = state.clock.now();
+    let held = lockout::check(&mut tx, &state.config, source, who.user_id, now).await?;
+    let right = held.is_none() && check(state, source, &mut tx, who, &input).await?.is_ok();
     let details = json!({ "method": method.as_str() });
-    if outcome.is_err() {
+    if !right {
         let account_failures = count_account_failure(&mut tx, who.user_id).await?;
-        let entry = Entry::new(Action::AuthStepUp, Outcome::Fail)
-            .target("user", who.user_id)
-            .details(json!({ "method": method.as_str(), "accountFailures": account_failures }));
+        if held.is_none() {
+            lockout::failed(&mut tx, source, who.user_id, now).await?;
+        }
+        let entry = Entry::new(Action::AuthStepUp, Outcome::Fail).target("user", who.user_id).details(json!({
+            "method": method.as_str(), "accountFailures": account_failures, "held": held.map(|h| h.reason())
+        }));
         audit::record(&mut tx, source, entry).await?;
         tx.commit().await?;
         return Err(AppError::WrongSecondFactor);
     }
-    session::mark_verified(&mut tx, who.session_id, state.clock.now()).await?;
+    session::mark_verified(&mut tx, who.session_id, now).await?;
     clear_account_failures(&mut tx, who.user_id).await?;
+    lockout::succeeded(&mut tx, who.user_id).await?;
     audit::record(
         &mut tx,
         source,
@@ -272,6 +293,25 @@ pub fn setup_view(secret: &str, username: &str) -> Option<TotpSetup> {
     view(&Secret::from_base32(secret)?, username).ok()
 }
 
+/// The first factor of an account: its recovery codes, and every other session
+/// ends (they were opened with a password alone, perhaps by someone else).
+async fn first_factor(
+    tx: &mut TenantTx,
+    source: &Source,
+    who: &Authenticated,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<Vec<Zeroizing<String>>> {
+    let ended: Vec<Uuid> = sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 AND id <> $2 RETURNING id")
+        .bind(who.user_id)
+        .bind(who.session_id)
+        .fetch_all(tx.conn())
+        .await?;
+    if !ended.is_empty() {
+        crate::auth::own::record_ended(tx, source, who.user_id, "first_factor", &ended).await?;
+    }
+    store::new_recovery_codes(tx, who.user_id, now).await
+}
+
 /// What confirming the first factor shows once: the recovery codes.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -302,7 +342,7 @@ pub async fn confirm_totp(
         tx.commit().await?;
         return Err(AppError::invalid("code", "that code does not match the authenticator being set up"));
     }
-    let recovery_codes = if first { Some(store::new_recovery_codes(&mut tx, who.user_id, now).await?) } else { None };
+    let recovery_codes = if first { Some(first_factor(&mut tx, source, who, now).await?) } else { None };
     session::mark_verified(&mut tx, who.session_id, now).await?;
     let entry = Entry::new(Action::AuthMfaEnroll, Outcome::Success)
         .target("user", who.user_id)
@@ -463,7 +503,7 @@ pub async fn finish_passkey_registration(
                 return Err(AppError::invalid("credential", reason));
             }
         };
-    let recovery_codes = if first { Some(store::new_recovery_codes(&mut tx, who.user_id, now).await?) } else { None };
+    let recovery_codes = if first { Some(first_factor(&mut tx, source, who, now).await?) } else { None };
     session::mark_verified(&mut tx, who.session_id, now).await?;
     let entry = Entry::new(Action::AuthMfaEnroll, Outcome::Success).target("user", who.user_id).details(json!({
         "method": "webauthn", "passkey": id, "name": name, "recoveryCodesIssued": recovery_codes.is_some()
