@@ -25,7 +25,8 @@ const JSON_BODY_LIMIT: usize = 64 * 1024;
 
 /// Every route, with who may call it. Read a line as: method, path, rule, handler;
 /// `_step_up` routes also need a second-factor verification within
-/// `FORTIFILE_STEP_UP_MINUTES` from users who have a factor.
+/// `FORTIFILE_STEP_UP_MINUTES` from users who have a factor; `.idempotent()`
+/// creates honour `Idempotency-Key`.
 fn routes(state: AppState) -> Routes {
     use crate::{
         admin, audit::handlers as audit, auth::mfa::handlers as mfa, authz::Permission::*, directory::handlers as dir,
@@ -79,6 +80,7 @@ fn routes(state: AppState) -> Routes {
         .session(M::DELETE, "/me/sessions/{id}", auth::handlers::end_session)
         .session(M::POST, "/me/sessions/end-others", auth::handlers::end_other_sessions)
         .session_step_up(M::POST, "/me/api-keys", auth::handlers::create_api_key)
+        .idempotent()
         .session(M::GET, "/me/api-keys", auth::handlers::api_keys)
         .session(M::DELETE, "/me/api-keys/{id}", auth::handlers::revoke_api_key)
         // The second factor: the login's second step, step-up, and one's own factors.
@@ -99,6 +101,7 @@ fn routes(state: AppState) -> Routes {
         .enrolment_step_up(M::DELETE, "/me/mfa/webauthn/{id}", mfa::passkey_remove)
         .guarded(M::GET, "/api/users", UsersView, dir::list_users)
         .guarded_step_up(M::POST, "/api/users", UsersCreate, dir::create_user)
+        .idempotent()
         .guarded(M::GET, "/api/users/{id}", UsersView, dir::get_user)
         .guarded_step_up(M::PUT, "/api/users/{id}", UsersEdit, dir::update_user)
         .guarded(M::DELETE, "/api/users/{id}", UsersDelete, dir::delete_user)
@@ -114,26 +117,31 @@ fn routes(state: AppState) -> Routes {
         .guarded_step_up(M::DELETE, "/api/users/{id}/roles/{role}", AdminManageRoles, dir::revoke_role)
         .guarded(M::GET, "/api/roles", AdminManageRoles, dir::list_roles)
         .guarded_step_up(M::POST, "/api/roles", AdminManageRoles, dir::create_role)
+        .idempotent()
         .guarded(M::GET, "/api/roles/{id}", AdminManageRoles, dir::get_role)
         .guarded_step_up(M::PUT, "/api/roles/{id}", AdminManageRoles, dir::update_role)
         .guarded_step_up(M::DELETE, "/api/roles/{id}", AdminManageRoles, dir::delete_role)
         .guarded(M::GET, "/api/permissions", AdminManageRoles, dir::list_permissions)
         .guarded(M::GET, "/api/departments", UsersView, dir::list_departments)
         .guarded_step_up(M::POST, "/api/departments", AdminManageRoles, dir::create_department)
+        .idempotent()
         .guarded_step_up(M::PUT, "/api/departments/{id}", AdminManageRoles, dir::update_department)
         .guarded_step_up(M::DELETE, "/api/departments/{id}", AdminManageRoles, dir::delete_department)
         .guarded(M::GET, "/api/clearance-levels", UsersView, dir::list_clearances)
         .guarded_step_up(M::POST, "/api/clearance-levels", AdminManageRoles, dir::create_clearance)
+        .idempotent()
         .guarded_step_up(M::PUT, "/api/clearance-levels/{id}", AdminManageRoles, dir::update_clearance)
         .guarded_step_up(M::DELETE, "/api/clearance-levels/{id}", AdminManageRoles, dir::delete_clearance)
         // Documents: every file operation is also decided per file by authz::files (MAC, then scope).
         .guarded_stream(M::POST, "/api/files", FileUpload, files::upload) // FORTIFILE_MAX_UPLOAD_BYTES
+        .idempotent()
         .guarded(M::GET, "/api/files", FileDownload, files::list)
         .guarded(M::GET, "/api/files/{id}", FileDownload, files::get)
         .guarded(M::GET, "/api/files/{id}/download", FileDownload, files::download)
         .guarded_step_up(M::PATCH, "/api/files/{id}", FileClassify, files::classify)
         .guarded(M::DELETE, "/api/files/{id}", FileDelete, files::delete)
         .guarded(M::POST, "/api/files/{id}/shares", FileShare, files::share)
+        .idempotent()
         .guarded(M::GET, "/api/files/{id}/shares", FileShare, files::list_shares)
         .guarded(M::DELETE, "/api/files/{id}/shares/{share_id}", FileShare, files::unshare)
         // The security dashboard's data and incident tracking (seed 000 §5, §6).
@@ -142,6 +150,7 @@ fn routes(state: AppState) -> Routes {
         .guarded_step_up(M::GET, "/api/audit-logs/export.csv", AdminViewLogs, audit::export_csv)
         .guarded_step_up(M::GET, "/api/audit-logs/export.jsonl", AdminViewLogs, audit::export_jsonl)
         .guarded(M::POST, "/admin/incidents", IncidentManage, incidents::create) // JSON, or the page's form
+        .idempotent()
         .guarded(M::PATCH, "/admin/incidents/{id}", IncidentManage, incidents::update)
         .guarded(M::GET, "/api/incidents", IncidentManage, incidents::list)
         .guarded(M::GET, "/api/incidents/{id}", IncidentManage, incidents::get)
@@ -159,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), middleware::csrf_guard))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(from_fn_with_state(state.clone(), crate::http::ratelimit::limit))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("a handler panicked")).into_response()))
         .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))

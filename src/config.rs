@@ -73,6 +73,35 @@ pub struct Config {
     /// database at once; past what the database's cores can run, more only
     /// make PostgreSQL switch between backends (see ARCHITECTURE.md).
     pub db_pool_size: u32,
+    /// `FORTIFILE_RATE_LIMIT`: requests per session or API key (`None`: off).
+    pub rate_limit: Option<RateLimit>,
+    /// `FORTIFILE_ANON_RATE_LIMIT`: requests without a credential per client
+    /// address (`None`: off).
+    pub anon_rate_limit: Option<RateLimit>,
+}
+
+/// "At most `requests` requests within `seconds` seconds" (`REQUESTS/SECONDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub seconds: u32,
+}
+
+impl RateLimit {
+    /// `REQUESTS/SECONDS` such as `600/60`, or `0` for no limit.
+    pub fn parse(value: &str) -> Result<Option<RateLimit>, String> {
+        let value = value.trim();
+        if value == "0" {
+            return Ok(None);
+        }
+        let parsed = value.split_once('/').and_then(|(r, s)| Some((r.trim().parse().ok()?, s.trim().parse().ok()?)));
+        match parsed {
+            Some((requests, seconds)) if (1..=1_000_000).contains(&requests) && (1..=86_400).contains(&seconds) => {
+                Ok(Some(RateLimit { requests, seconds }))
+            }
+            _ => Err(format!("expected REQUESTS/SECONDS such as 600/60, or 0 for none, got {value:?}")),
+        }
+    }
 }
 
 /// "At least `count` events within `minutes` minutes", for one highlight rule.
@@ -226,6 +255,11 @@ impl Config {
             })?,
         };
         let login_address_limit = threshold("FORTIFILE_LOGIN_ADDRESS_LIMIT", 30, 15)?;
+        let rate_limit = |var: &'static str, default: &str| {
+            RateLimit::parse(&get(var).unwrap_or_else(|| default.to_string())).map_err(|m| bad(var, m))
+        };
+        let anon_rate_limit = rate_limit("FORTIFILE_ANON_RATE_LIMIT", "300/60")?;
+        let rate_limit = rate_limit("FORTIFILE_RATE_LIMIT", "600/60")?;
         let highlights = Highlights {
             failed_logins: threshold("FORTIFILE_HIGHLIGHT_FAILED_LOGINS", 5, 15)?,
             password_spraying: threshold("FORTIFILE_HIGHLIGHT_PASSWORD_SPRAYING", 5, 15)?,
@@ -276,6 +310,8 @@ impl Config {
             api_key_max_days,
             login_lockout,
             login_address_limit,
+            rate_limit,
+            anon_rate_limit,
             db_pool_size,
         })
     }

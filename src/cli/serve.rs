@@ -65,6 +65,11 @@ async fn maintain(state: AppState) {
             Ok(n) => tracing::info!(objects = n, "objects left by interrupted uploads and deletes settled"),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "sweep of stored objects failed"),
         }
+        match crate::http::idempotency::sweep(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "idempotency keys past 24 hours swept"),
+            Err(e) => tracing::warn!(error = %e, "sweep of idempotency keys failed"),
+        }
         if let Err(e) = throttle::forget_old(&state).await {
             tracing::warn!(error = %e, "could not forget old attempt counters");
         }

@@ -2,7 +2,7 @@
 //! Each takes the [`Permit`] its route's guard issued.
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Multipart, State, multipart::MultipartRejection},
     http::{HeaderMap, header},
     response::IntoResponse,
@@ -18,6 +18,7 @@ use crate::{
         client::ClientSource,
         error::AppError,
         guard::Tx,
+        idempotency::Idempotency,
         json::ApiJson,
         params::{ApiPath, ApiQuery},
         reply::{Answer, created, no_content, ok},
@@ -29,11 +30,16 @@ pub async fn upload(
     ClientSource(src): ClientSource,
     permit: Permit,
     headers: HeaderMap,
+    idempotency: Option<Extension<Idempotency>>,
     form: Result<Multipart, MultipartRejection>,
 ) -> Answer {
     let form = form.map_err(|_| AppError::BadRequest("Expected a multipart/form-data body".into()))?;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-    created("file", upload::upload(&s, &permit, &src, declared, form).await?)
+    let key = idempotency.as_ref().map(|Extension(key)| key);
+    match upload::upload(&s, &permit, &src, declared, key, form).await? {
+        upload::Uploaded::New(file) => created("file", file),
+        upload::Uploaded::Replay(answer) => Ok(answer),
+    }
 }
 
 pub async fn list(

@@ -38,7 +38,7 @@ use crate::{
         files::{self as decide, Level},
     },
     db::TenantTx,
-    http::{AppState, error::AppError},
+    http::{AppState, error::AppError, idempotency::Idempotency},
 };
 
 /// Bytes of the start of a file used to detect its type.
@@ -75,8 +75,9 @@ pub async fn upload(
     permit: &Permit,
     source: &Source,
     declared: Option<u64>,
+    idempotency: Option<&Idempotency>,
     mut form: Multipart,
-) -> Result<FileView, AppError> {
+) -> Result<Uploaded, AppError> {
     let limit = state.files.max_upload_bytes;
     if declared.is_some_and(|len| len > limit + FRAMING_ALLOWANCE) {
         return Err(too_large(state, permit, source, "", None, limit).await);
@@ -104,8 +105,13 @@ pub async fn upload(
             AppError::invalid("file", "the file must be the last part (classification and department come first)")
         }));
     }
-    match record(state, permit, source, &placement, &stored).await {
-        Ok(view) => Ok(view),
+    match record(state, permit, source, &placement, &stored, idempotency).await {
+        Ok(Uploaded::New(view)) => Ok(Uploaded::New(view)),
+        Ok(replayed) => {
+            // The key's first upload made the document; these bytes are not kept.
+            pending::remove(state, permit.tenant_id(), &stored.key).await;
+            Ok(replayed)
+        }
         Err(e) => {
             pending::remove(state, permit.tenant_id(), &stored.key).await;
             Err(e)
@@ -242,7 +248,8 @@ async fn record(
     source: &Source,
     placement: &Placement,
     stored: &Stored,
-) -> Result<FileView, AppError> {
+    idempotency: Option<&Idempotency>,
+) -> Result<Uploaded, AppError> {
     let tx = permit.transaction(&state.db).await?;
     let (mut tx, permit) = current(state, permit, source, tx).await?;
     let permit = &permit;
@@ -255,6 +262,20 @@ async fn record(
     let classification = Level { name, rank };
     if let Err(refusal) = decide::decide_upload(permit, &classification, placement.department_id) {
         return Err(refused(tx, permit, source, refusal).await);
+    }
+    if let Some(key) = idempotency {
+        // The fingerprint of a streamed body: the bytes' hash and the fields.
+        let summary = json!({
+            "sha256": hex::encode(&stored.sha256),
+            "name": stored.name,
+            "classification": placement.classification_id,
+            "department": placement.department_id,
+        });
+        if let Some(answer) =
+            key.claim(&mut tx, key.fingerprint(summary.to_string().as_bytes()), state.clock.now()).await?
+        {
+            return Ok(Uploaded::Replay(answer));
+        }
     }
     pending::claim_upload(&mut tx, &stored.key).await?;
     sqlx::query(
@@ -291,7 +312,14 @@ async fn record(
     audit::record(&mut tx, source, entry).await?;
     let view = catalog::view(&mut tx, stored.file_id).await?;
     tx.commit().await?;
-    Ok(view)
+    Ok(Uploaded::New(view))
+}
+
+/// What an upload came to.
+pub enum Uploaded {
+    New(FileView),
+    /// The answer to the first upload with the same `Idempotency-Key`.
+    Replay(axum::response::Response),
 }
 
 /// Records the refused oversize upload (classified at `rank` once its placement

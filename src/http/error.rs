@@ -42,6 +42,10 @@ pub enum AppError {
     /// seconds to wait in `Retry-After`.
     #[error("Too many attempts; try again later")]
     TooManyRequests { retry_after_secs: u64 },
+    /// Over the request rate limit (`FORTIFILE_RATE_LIMIT`): 429 with
+    /// `Retry-After`.
+    #[error("Too many requests: the limit is {requests} per {seconds} seconds; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64, requests: u32, seconds: u32 },
     /// The user's roles require a second factor they have not enrolled: the
     /// session reaches only `/me/mfa` and logout until they do (403).
     #[error("Your role requires a second factor: enrol one at /me/mfa")]
@@ -90,7 +94,7 @@ impl AppError {
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::TooManyRequests { .. } | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable | AppError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) | AppError::ServerFailure(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -130,7 +134,7 @@ impl IntoResponse for AppError {
         };
         let message = body["error"].as_str().unwrap_or_default().to_string();
         let mut response = (status, Json(body)).into_response();
-        if let AppError::TooManyRequests { retry_after_secs } = &self {
+        if let AppError::TooManyRequests { retry_after_secs } | AppError::RateLimited { retry_after_secs, .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         response.extensions_mut().insert(PublicMessage(message));

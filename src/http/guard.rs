@@ -28,12 +28,12 @@ use axum::{
     http::{Method, request::Parts},
     middleware::{Next, from_fn, from_fn_with_state},
     response::{IntoResponse, Response},
-    routing::{MethodFilter, on},
+    routing::{MethodFilter, MethodRouter, on},
 };
 
 use std::sync::{Arc, Mutex};
 
-use super::{AppState, client::source_of, error::AppError};
+use super::{AppState, client::source_of, error::AppError, idempotency::Idempotency};
 use crate::{
     auth::{
         extractor::{Opened, open, open_key},
@@ -92,6 +92,8 @@ pub struct RouteRule {
     /// A page for browsers: without a session it redirects to the login page,
     /// and a refusal is the HTML 403 page (API routes answer 401/403 JSON).
     pub html: bool,
+    /// A create that honours `Idempotency-Key` (see [`super::idempotency`]).
+    pub idempotent: bool,
 }
 
 /// A router under construction, with the rules it was built from.
@@ -99,11 +101,30 @@ pub struct Routes {
     state: AppState,
     router: Router<AppState>,
     rules: Vec<RouteRule>,
+    /// The route declared last, finished when the next one is declared, so a
+    /// modifier such as [`Routes::idempotent`] still applies to it.
+    last: Option<(MethodRouter<AppState>, Kind)>,
 }
 
 impl Routes {
     pub fn new(state: AppState) -> Self {
-        Routes { state, router: Router::new(), rules: Vec::new() }
+        Routes { state, router: Router::new(), rules: Vec::new(), last: None }
+    }
+
+    /// The route declared just before creates something and honours
+    /// `Idempotency-Key`: a retry with the same key gets the first answer.
+    pub fn idempotent(mut self) -> Self {
+        let (rule, (_, kind)) = match (self.rules.last_mut(), self.last.as_mut()) {
+            (Some(rule), Some(last)) => (rule, last),
+            _ => panic!("idempotent() follows a route"),
+        };
+        assert!(
+            rule.method == Method::POST && rule.access != Access::Public && !rule.html,
+            "idempotent(): API creates"
+        );
+        rule.idempotent = true;
+        kind.idempotent = true;
+        self
     }
 
     pub fn public<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
@@ -290,26 +311,9 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
+        self.finish_last();
         let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
-        let mut route = on(filter, handler);
-        if kind.stream {
-            route = route.layer(DefaultBodyLimit::disable());
-        }
-        let permission = match access {
-            Access::Guarded(permission) => Some(permission),
-            _ => None,
-        };
-        // Every route but a public one passes the guard: it opens the session
-        // (and sends a browser without one to the login page).
-        if access != Access::Public {
-            let guard = Guard { state: self.state.clone(), permission, kind };
-            route = route.route_layer(from_fn_with_state(guard, enforce));
-        }
-        if kind.html {
-            // Outside the guard, so its errors are pages too.
-            route = route.layer(from_fn(crate::web::html_errors));
-        }
-        self.router = self.router.route(path, route);
+        self.last = Some((on(filter, handler), kind));
         self.rules.push(RouteRule {
             method,
             path,
@@ -317,11 +321,36 @@ impl Routes {
             admits: kind.admits,
             step_up: kind.step_up,
             html: kind.html,
+            idempotent: false,
         });
         self
     }
 
-    pub fn into_parts(self) -> (Router<AppState>, Vec<RouteRule>) {
+    /// Puts the route declared last, with its guard, into the router.
+    fn finish_last(&mut self) {
+        let (Some((mut route, kind)), Some(rule)) = (self.last.take(), self.rules.last()) else { return };
+        if kind.stream {
+            route = route.layer(DefaultBodyLimit::disable());
+        }
+        let permission = match rule.access {
+            Access::Guarded(permission) => Some(permission),
+            _ => None,
+        };
+        // Every route but a public one passes the guard: it opens the session
+        // (and sends a browser without one to the login page).
+        if rule.access != Access::Public {
+            let guard = Guard { state: self.state.clone(), permission, kind };
+            route = route.route_layer(from_fn_with_state(guard, enforce));
+        }
+        if kind.html {
+            // Outside the guard, so its errors are pages too.
+            route = route.layer(from_fn(crate::web::html_errors));
+        }
+        self.router = std::mem::take(&mut self.router).route(rule.path, route);
+    }
+
+    pub fn into_parts(mut self) -> (Router<AppState>, Vec<RouteRule>) {
+        self.finish_last();
         (self.router, self.rules)
     }
 }
@@ -333,10 +362,11 @@ struct Kind {
     html: bool,
     admits: Admits,
     step_up: bool,
+    idempotent: bool,
 }
 
 impl Kind {
-    const API: Kind = Kind { stream: false, html: false, admits: Admits::Full, step_up: false };
+    const API: Kind = Kind { stream: false, html: false, admits: Admits::Full, step_up: false, idempotent: false };
     const PAGE: Kind = Kind { html: true, ..Kind::API };
 }
 
@@ -364,11 +394,11 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         Ok(None) => return unauthenticated(&guard, &parts),
         Err(refusal) => return refusal.into_response(),
     };
-    let body = if guard.kind.stream {
-        body
+    let (body, bytes) = if guard.kind.stream {
+        (body, None)
     } else {
         match to_bytes(body, BODY_LIMIT).await {
-            Ok(bytes) => Body::from(bytes),
+            Ok(bytes) => (Body::from(bytes.clone()), Some(bytes)),
             Err(_) => return AppError::PayloadTooLarge.into_response(),
         }
     };
@@ -400,6 +430,17 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         return refusal.into_response();
     }
     let stepped_up = !guard.kind.step_up || who.mfa.stepped_up(state.clock.now(), state.config.step_up);
+    let idempotency = match guard.kind.idempotent {
+        true => {
+            let target = parts.uri.path_and_query().map_or(parts.uri.path(), |p| p.as_str());
+            let principal = who.api_key.unwrap_or(who.user_id);
+            match Idempotency::from_request(&parts.headers, principal, parts.method.as_str(), target) {
+                Ok(key) => key,
+                Err(e) => return e.into_response(),
+            }
+        }
+        false => None,
+    };
     parts.extensions.insert(who);
     parts.extensions.insert(me);
     if let Some(permission) = guard.permission {
@@ -436,25 +477,58 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         }
         return AppError::StepUpRequired.into_response();
     }
-    if guard.kind.stream {
+    let tenant = tx.tenant_id();
+    let slot = if guard.kind.stream {
         // The decision is evidence for a streamed handler, which decides again
-        // in the transactions it opens around the stream.
+        // in the transactions it opens around the stream (and claims the
+        // idempotency key in the last, once it knows the bytes' hash).
         if let Err(e) = tx.commit().await {
             return AppError::from(e).into_response();
         }
-        return next.run(Request::from_parts(parts, body)).await;
+        if let Some(key) = &idempotency {
+            parts.extensions.insert(key.clone());
+        }
+        None
+    } else {
+        if let (Some(key), Some(bytes)) = (&idempotency, &bytes) {
+            match key.claim(&mut tx, key.fingerprint(bytes), state.clock.now()).await {
+                Ok(None) => {}
+                Ok(Some(answer)) => {
+                    return match tx.commit().await {
+                        Ok(()) => answer,
+                        Err(e) => AppError::from(e).into_response(),
+                    };
+                }
+                Err(e) => return e.into_response(),
+            }
+        }
+        let slot = RequestTx(Arc::new(Mutex::new(Some(tx))));
+        parts.extensions.insert(slot.clone());
+        Some(slot)
+    };
+    let state = state.clone();
+    let run = async move {
+        let response = next.run(Request::from_parts(parts, body)).await;
+        // The handler did not take the transaction: what the guard did commits.
+        let left = slot.and_then(|slot| slot.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(tx) = left
+            && let Err(e) = tx.commit().await
+        {
+            tracing::warn!(error = %e, "could not commit the request's transaction");
+        }
+        match &idempotency {
+            Some(key) => key.record(&state, tenant, response).await,
+            None => response,
+        }
+    };
+    if !guard.kind.idempotent {
+        return run.await;
     }
-    let slot = RequestTx(Arc::new(Mutex::new(Some(tx))));
-    parts.extensions.insert(slot.clone());
-    let response = next.run(Request::from_parts(parts, body)).await;
-    // The handler did not take the transaction: what the guard did commits.
-    let left = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(tx) = left
-        && let Err(e) = tx.commit().await
-    {
-        tracing::warn!(error = %e, "could not commit the request's transaction");
-    }
-    response
+    // A create with a key runs to its end even if the client goes away, so its
+    // answer is there for the retry.
+    tokio::spawn(run)
+        .await
+        .unwrap_or_else(|_| AppError::Internal(anyhow::anyhow!("a handler panicked")).into_response())
 }
 
 /// How a request says who it is.

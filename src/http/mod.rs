@@ -6,10 +6,12 @@
 pub mod client;
 pub mod error;
 pub mod guard;
+pub mod idempotency;
 pub mod input;
 pub mod json;
 pub mod middleware;
 pub mod params;
+pub mod ratelimit;
 pub mod reply;
 
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub devices: crate::auth::lockout::Devices,
     /// The WebAuthn relying party, or why passkeys are unavailable.
     pub passkeys: Arc<Result<webauthn_rs::Webauthn, String>>,
+    /// This instance's request rate limits.
+    pub limits: Arc<ratelimit::RateLimits>,
 }
 
 impl AppState {
@@ -47,6 +51,7 @@ impl AppState {
             Err(why) => tracing::warn!("passkeys unavailable: {why}"),
         }
         let passwords = Passwords::new().await?;
+        let limits = ratelimit::RateLimits::new(config.rate_limit, config.anon_rate_limit, clock.clone());
         let files_master_device_key = files.master.derive(crate::auth::lockout::DEVICE_PURPOSE);
         Ok(AppState {
             db,
@@ -57,6 +62,7 @@ impl AppState {
             login_names,
             devices: crate::auth::lockout::Devices::new(&files_master_device_key),
             passkeys: Arc::new(passkeys),
+            limits: Arc::new(limits),
         })
     }
 }

@@ -213,11 +213,12 @@ pub async fn upload(
     let wants_json = super::accepts(&headers, "application/json");
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     let result = match form {
-        Ok(form) => upload::upload(&state, &permit, &source, declared, form).await,
+        Ok(form) => upload::upload(&state, &permit, &source, declared, None, form).await,
         Err(_) => Err(AppError::BadRequest("Expected a multipart/form-data body".into())),
     };
     match (result, wants_json) {
-        (Ok(file), true) => (StatusCode::CREATED, Json(json!({ "file": file }))).into_response(),
+        (Ok(upload::Uploaded::New(file)), true) => (StatusCode::CREATED, Json(json!({ "file": file }))).into_response(),
+        (Ok(upload::Uploaded::Replay(answer)), true) => answer,
         (Ok(_), false) => back("done=uploaded"),
         (Err(e), true) => e.into_response(),
         (Err(AppError::Forbidden(_)), false) => back("error=upload_denied"),
