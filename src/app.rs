@@ -17,7 +17,13 @@ use tower_http::{catch_panic::CatchPanicLayer, request_id::PropagateRequestIdLay
 
 use crate::{
     auth,
-    http::{AppState, RouteRule, Routes, error::AppError, middleware},
+    http::{
+        AppState, RouteRule, Routes,
+        apidoc::{Op, Reply},
+        error::AppError,
+        middleware, ratelimit,
+    },
+    openapi,
 };
 
 /// JSON bodies are small; file uploads stream under `FORTIFILE_MAX_UPLOAD_BYTES`.
@@ -71,6 +77,7 @@ fn routes(state: AppState) -> Routes {
         // The JSON API.
         .public(M::GET, "/healthz", live)
         .public(M::GET, "/readyz", ready)
+        .public(M::GET, "/api/openapi.json", openapi_json) // describes, grants nothing
         .public(M::POST, "/auth/register", auth::handlers::register) // FORTIFILE_REGISTRATION
         .public(M::POST, "/auth/login", auth::handlers::login)
         .any_session(M::POST, "/auth/logout", auth::handlers::logout)
@@ -156,6 +163,33 @@ fn routes(state: AppState) -> Routes {
         .guarded(M::GET, "/api/incidents/{id}", IncidentManage, incidents::get)
 }
 
+/// Every described JSON operation: each handler module's, and the server's own.
+fn operations() -> Vec<Op> {
+    use crate::{
+        audit::handlers as audit, auth::handlers as auth, auth::mfa::handlers as mfa, directory::handlers as dir,
+        files::handlers as files, incidents::handlers as incidents,
+    };
+    let server = vec![
+        Op::get("/healthz", "The process is alive").answers(200, Reply::new().field::<String>("status")),
+        Op::get("/readyz", "The database answers")
+            .answers(200, Reply::new().field::<String>("status"))
+            .error(503, "The database does not answer"),
+        Op::get("/api/openapi.json", "This description").answers(200, Reply::new().describe("OpenAPI 3.1")),
+    ];
+    [server, auth::api(), mfa::api(), dir::api(), files::api(), audit::api(), incidents::api()].concat()
+}
+
+/// The OpenAPI description of the JSON API, built from the route table.
+pub fn openapi(state: AppState) -> serde_json::Value {
+    let cookie = auth::session::cookie_name(&state.config);
+    openapi::document(&route_table(state), operations(), cookie)
+}
+
+/// `GET /api/openapi.json`.
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    Json(openapi(state)).into_response()
+}
+
 /// The declared routes, as data (for tests and documentation).
 pub fn route_table(state: AppState) -> Vec<RouteRule> {
     routes(state).into_parts().1
@@ -168,7 +202,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), middleware::csrf_guard))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(from_fn_with_state(state.clone(), crate::http::ratelimit::limit))
+        .layer(from_fn_with_state(state.clone(), ratelimit::limit))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("a handler panicked")).into_response()))
         .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))

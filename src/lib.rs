@@ -15,4 +15,5 @@ pub mod directory;
 pub mod files;
 pub mod http;
 pub mod incidents;
+pub mod openapi;
 pub mod web;

@@ -256,3 +256,23 @@ async fn changing_the_password_revokes_every_key_of_the_account() {
     );
     assert_eq!(app.audit("apikey.revoke").await[0].details["by"], "password_change");
 }
+
+#[tokio::test]
+async fn a_key_sent_with_a_malformed_session_cookie_or_a_csrf_token_is_refused_not_half_used() {
+    let app = TestApp::spawn().await;
+    let ana = app.signed_in_as("ana", "student", "public").await;
+    let (program, _) = key(&app, &ana, json!({ "name": "job" })).await;
+    let url = format!("{}/api/files", program.base);
+    let client = new_client();
+    // Something under the session cookie's name that is no session: a credential that failed.
+    let res = client.get(&url).bearer_auth(&program.key).header(header::COOKIE, "fortifile_session=garbage");
+    assert_eq!(res.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // A CSRF token belongs to a session cookie; with a key it is refused.
+    let res = client.get(&url).bearer_auth(&program.key).header("x-csrf-token", "0123abcd");
+    let res = res.send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("X-CSRF-Token"), "{body}");
+    // The key alone works.
+    assert_eq!(program.get("/api/files").await.0, StatusCode::OK);
+}

@@ -212,3 +212,61 @@ async fn a_retried_upload_with_the_same_key_creates_one_document_and_keeps_no_se
     assert_eq!(list["files"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(app.audit_count("file.upload").await, 1);
 }
+
+#[tokio::test]
+async fn a_refused_create_is_not_kept_so_its_retry_is_decided_again() {
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "confidential").await;
+    app.create_user("pupil", "student", "General", "public").await;
+    let id = staff.upload_ok("plan.txt", b"the plan", Some("confidential")).await;
+    let path = format!("/api/files/{id}/shares");
+    let body = json!({ "username": "pupil" });
+    let (first, _, answer) = create(&staff, &path, "share-1", &body).await;
+    assert_eq!(first, StatusCode::FORBIDDEN, "the recipient's clearance is too low: {answer}");
+    // The recipient is cleared; the same request with the same key now succeeds.
+    let mut conn = app.owner_conn().await;
+    sqlx::query(
+        "UPDATE users SET clearance_level_id = (SELECT c.id FROM clearance_levels c \
+         WHERE c.name = 'confidential' AND c.tenant_id = users.tenant_id) WHERE username = 'pupil'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (again, headers, answer) = create(&staff, &path, "share-1", &body).await;
+    assert!(!replayed(&headers), "a refusal is not an answer to replay: {again} {answer}");
+    assert_eq!(again, StatusCode::CREATED, "{answer}");
+    assert_eq!(app.audit_count("mac.denied").await, 1, "the refusal was recorded once");
+    let (third, headers, _) = create(&staff, &path, "share-1", &body).await;
+    assert_eq!(third, StatusCode::CREATED);
+    assert!(replayed(&headers), "the success is kept");
+}
+
+/// The SHA-256 of length-prefixed parts, as an unkeyed fingerprint would be.
+fn plain_sha256(parts: &[&[u8]]) -> Vec<u8> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+#[tokio::test]
+async fn the_stored_fingerprint_is_keyed_by_the_server_so_a_body_cannot_be_guessed_from_it() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let body = json!({ "name": "Archives" });
+    let (status, _, _) = create(&admin, "/api/departments", "k-fp", &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut conn = app.owner_conn().await;
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT fingerprint FROM idempotency_keys WHERE key = 'k-fp'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let sent = serde_json::to_vec(&body).unwrap();
+    // Whoever reads the table (a backup, a replica) could otherwise test
+    // guesses at a body, such as the password in `POST /api/users`.
+    assert_eq!(stored.len(), 32);
+    assert_ne!(stored, plain_sha256(&[b"POST", b"/api/departments", &sent]));
+    assert_ne!(stored, ring::digest::digest(&ring::digest::SHA256, &sent).as_ref().to_vec());
+}

@@ -33,6 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::query::LogFilter;
@@ -128,13 +129,28 @@ fn rules(state: &AppState) -> [Rule; 6] {
     ]
 }
 
+/// The kinds of highlight (the rules above).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case", description = "The rule a highlight comes from.")]
+pub enum HighlightKind {
+    FailedLogins,
+    PasswordSpraying,
+    MacDenials,
+    RbacDenials,
+    BulkDownloads,
+    MfaFailures,
+}
+
 /// One highlight with its evidence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Highlight {
+    #[schema(value_type = HighlightKind)]
     pub kind: &'static str,
-    /// A username or an address.
+    /// A username, the name a login attempt typed, or an address.
     pub subject: String,
+    /// The user, when the subject is an account.
+    #[schema(required = true)]
     pub user_id: Option<Uuid>,
     /// Events (or, for spraying, distinct usernames) in the fullest window.
     pub count: i64,
@@ -150,11 +166,15 @@ pub struct Highlight {
     pub logs: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The range highlights are looked for in: `from` must be before `to`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Range {
+    /// From this instant (inclusive), RFC 3339. Default: a day before `to`.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub from: Option<OffsetDateTime>,
+    /// Until this instant (exclusive), RFC 3339. Default: now.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub to: Option<OffsetDateTime>,
 }

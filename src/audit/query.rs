@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
@@ -26,20 +27,34 @@ use crate::{
 };
 
 /// One audit entry as the dashboard shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogView {
     pub id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The acting user; `null` for anonymous requests (and accounts deleted since).
+    #[schema(required = true)]
     pub user_id: Option<Uuid>,
+    #[schema(required = true)]
     pub username: Option<String>,
+    /// The dotted action name, such as `auth.login` or `file.download`.
     pub action: String,
+    /// The kind of object acted on (`user`, `file`, `role`, ...).
+    #[schema(required = true)]
     pub target_type: Option<String>,
+    #[schema(required = true)]
     pub target_id: Option<String>,
+    /// The client address.
+    #[schema(required = true)]
     pub ip: Option<String>,
+    #[schema(required = true)]
     pub user_agent: Option<String>,
+    #[schema(value_type = LogResult)]
     pub result: String,
+    /// The facts of the decision; `{"redacted": "above your clearance"}` when
+    /// withheld.
+    #[schema(value_type = Object)]
     pub details: Value,
     /// Set when the details were withheld: the entry is about an object
     /// classified above the reader's clearance.
@@ -78,9 +93,19 @@ pub async fn entry(tx: &mut TenantTx, subject: &Subject, id: Uuid) -> Result<Opt
     Ok(row.map(|r| r.seen_by(subject)))
 }
 
-/// The filters, as query parameters (`GET /api/audit-logs`).
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+/// An entry's result.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase", description = "An audit entry's result.")]
+pub enum LogResult {
+    Success,
+    Fail,
+}
+
+/// The filters, as query parameters (`GET /api/audit-logs`). Blank text
+/// filters filter nothing.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, IntoParams, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogFilter {
     /// From this instant (inclusive), RFC 3339.
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
@@ -88,24 +113,63 @@ pub struct LogFilter {
     /// Until this instant (exclusive), RFC 3339.
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub to: Option<OffsetDateTime>,
-    /// The acting user's username.
+    /// The acting user's username (case-insensitive; one that exists nowhere
+    /// matches nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*$")]
     pub user: Option<String>,
     /// The username a login attempt named (it may not exist: a name that
     /// matches no account is found by its keyed hash, see `audit::names`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*$")]
     pub username: Option<String>,
+    /// The client address (IPv4 or IPv6, surrounding whitespace ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(schema_with = ip_filter_schema)]
+    #[schema(pattern = r"^[^\x00]*$")]
     pub ip: Option<String>,
+    /// The action's exact name, such as `auth.login`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*$")]
     pub action: Option<String>,
+    /// Only entries with this result.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<LogResult>)]
+    #[schema(value_type = Option<LogResult>)]
     pub result: Option<String>,
+    /// Entries per page (default 100).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 1000)]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "@cursor")]
+    #[schema(pattern = "@cursor")]
     pub after: Option<String>,
+}
+
+/// The `ip` filter: blank (no filter), or an IPv4 or IPv6 address, with
+/// surrounding whitespace.
+fn ip_filter_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::{
+        KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat,
+        schema::{AnyOfBuilder, Type},
+    };
+    let address =
+        |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+    let blank = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"));
+    let any = AnyOfBuilder::new()
+        .item(blank)
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .description(Some("The client address, IPv4 or IPv6 (surrounding whitespace ignored); blank: any."));
+    RefOr::T(Schema::AnyOf(any.build()))
 }
 
 impl LogFilter {

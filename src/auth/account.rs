@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -31,24 +32,45 @@ use crate::{
     http::{AppState, error::AppError},
 };
 
-#[derive(Deserialize)]
+/// Surrounding whitespace is ignored in every field but the password. The
+/// password must also not be the username or email, nor too common or easy to
+/// guess (zxcvbn score 2 or more): a schema cannot say so; such a password is
+/// refused with 422.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterInput {
+    /// 3 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit.
+    #[schema(pattern = "@username")]
     pub username: String,
+    /// `local@domain`: one `@`, no whitespace or control characters, at most 254 bytes.
+    #[schema(max_length = 254, pattern = "@email")]
     pub email: String,
+    /// At least 8 characters and at most 1024 bytes (UTF-8); weak or common
+    /// passwords, and the username or email, are refused with 422.
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 1024, pattern = r"^[^\x00]*$")]
     pub password: SecretString,
+    /// The role the newcomer asks for (an administrator decides): at most 64
+    /// characters once trimmed; empty means none.
     #[serde(default)]
+    #[schema(
+        pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00]{0,64}[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub requested_role: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Every refusal (an unknown tenant or user, a wrong password, an attempt
+/// held by the lockout) answers the same 401.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginInput {
     /// A username or an email address.
+    #[schema(pattern = r"^[^\x00]*$")]
     pub username: String,
+    #[schema(value_type = String, format = Password, pattern = r"^[^\x00]*$")]
     pub password: SecretString,
     /// The organisation's slug; `default` when absent.
     #[serde(default)]
+    #[schema(pattern = r"^[^\x00]*$")]
     pub tenant: Option<String>,
 }
 

@@ -21,6 +21,7 @@ use ring::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Authenticated;
@@ -93,14 +94,16 @@ impl Presented {
 }
 
 /// A key as its owner (or an administrator) sees it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyView {
     pub id: Uuid,
     pub name: String,
+    /// The key's first characters (`ffk_` and 8 hex digits), for display.
     pub prefix: String,
     /// `permission: scope`; `null`: everything the owner holds.
     #[sqlx(skip)]
+    #[schema(schema_with = permissions_schema, required = true)]
     pub permissions: Option<Map<String, Value>>,
     #[serde(skip)]
     #[sqlx(rename = "permissions")]
@@ -110,18 +113,52 @@ pub struct ApiKeyView {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub last_used_at: Option<OffsetDateTime>,
 }
 
-#[derive(Deserialize)]
+/// A new key as `POST /me/api-keys` answers it: the view and, this once, the key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub view: ApiKeyView,
+    /// The key itself (`Authorization: Bearer ffk_…`); it is not shown again.
+    #[schema(pattern = r"^ffk_[0-9a-f]{96}_[0-9a-f]{8}$")]
+    pub key: String,
+}
+
+/// A new key. `permissions` narrows what it may do: each permission must be one
+/// the caller holds at that scope or wider, which a schema cannot say (422).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewKey {
+    /// 1 to 100 characters once trimmed, without control characters.
+    #[schema(pattern = "@text-100")]
     pub name: String,
+    /// In the future and at most `FORTIFILE_API_KEY_MAX_DAYS` (default 365)
+    /// days ahead, else 422; absent or `null`: that maximum.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// `{"file.download": "own", …}`; absent: everything the owner holds.
     #[serde(default)]
+    #[schema(schema_with = permissions_schema)]
     pub permissions: Option<Map<String, Value>>,
+}
+
+/// `{permission: scope}` with the permissions and scopes there are, or `null`
+/// (everything the owner holds).
+fn permissions_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type, schema::SchemaType};
+    let names = Permission::ALL.iter().map(|p| p.as_str());
+    let scopes = [Scope::Own, Scope::Department, Scope::Tenant].map(Scope::as_str);
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .description(Some(
+            "`{\"file.download\": \"own\", …}`: a scope per permission; `null`: everything the owner holds",
+        ))
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names))))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(scopes))))
+        .build()
 }
 
 /// Creates a key for the caller; its text is in the answer only.

@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Authenticated, lockout, password::check_policy};
@@ -17,10 +18,18 @@ use crate::{
     http::{AppState, error::AppError},
 };
 
-#[derive(Deserialize)]
+/// A wrong current password answers 422 (and counts like a failed login);
+/// so does a new password that fails the policy: at least 8 characters, at
+/// most 1024 bytes (UTF-8), not the username or email, and not too common or
+/// easy to guess (zxcvbn score 2 or more), which a schema cannot express.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PasswordChange {
+    #[schema(value_type = String, format = Password, pattern = r"^[^\x00]*$")]
     pub current_password: SecretString,
+    /// At least 8 characters and at most 1024 bytes (UTF-8); weak or common
+    /// passwords, and the username or email, are refused with 422.
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 1024, pattern = r"^[^\x00]*$")]
     pub new_password: SecretString,
 }
 
@@ -85,7 +94,7 @@ pub async fn change_password(
 }
 
 /// A live session as its user (or an administrator) sees it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionView {
     pub id: Uuid,
@@ -97,10 +106,13 @@ pub struct SessionView {
     pub expires_at: OffsetDateTime,
     #[serde(skip)]
     pub ip_net: Option<IpNet>,
+    #[schema(required = true)]
     pub user_agent: Option<String>,
     /// Waiting for its second factor.
     pub pending: bool,
+    /// The client address the session was opened from.
     #[sqlx(skip)]
+    #[schema(required = true)]
     pub ip: Option<String>,
     /// The session this request came with.
     #[sqlx(skip)]

@@ -76,8 +76,8 @@ pub fn cookie_name(config: &Config) -> &'static str {
     if config.secure_cookies() { "__Host-fortifile_session" } else { "fortifile_session" }
 }
 
-/// The session cookie sent with a request, if any.
-pub fn from_headers(config: &Config, headers: &HeaderMap) -> Option<SessionCookie> {
+/// The values sent under the session cookie's name.
+fn sent_values<'a>(config: &Config, headers: &'a HeaderMap) -> impl Iterator<Item = &'a str> {
     let name = cookie_name(config);
     headers
         .get_all(header::COOKIE)
@@ -85,8 +85,19 @@ pub fn from_headers(config: &Config, headers: &HeaderMap) -> Option<SessionCooki
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| SessionCookie::parse(v))
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether the request sent a cookie under the session cookie's name, well
+/// formed or not.
+pub fn cookie_sent(config: &Config, headers: &HeaderMap) -> bool {
+    sent_values(config, headers).next().is_some()
+}
+
+/// The session cookie sent with a request, if any.
+pub fn from_headers(config: &Config, headers: &HeaderMap) -> Option<SessionCookie> {
+    sent_values(config, headers).next().and_then(SessionCookie::parse)
 }
 
 pub fn set_cookie(config: &Config, cookie: &SessionCookie) -> HeaderValue {

@@ -4,33 +4,38 @@
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::db::TenantTx;
 
 /// The user JSON: `id, username, email, status, role, roles, permissions,
 /// department, clearanceLevel, requestedRole, lastLogin, createdAt`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub id: Uuid,
     pub username: String,
     pub email: String,
+    #[schema(schema_with = status_schema)]
     pub status: String,
     /// The primary (longest-held) role, if any.
     #[sqlx(skip)]
+    #[schema(required = true)]
     pub role: Option<String>,
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
     pub department: String,
     pub clearance_level: String,
     /// What a self-registered user asked to be (seed 003), until approved.
+    #[schema(required = true)]
     pub requested_role: Option<String>,
     /// Whether a second factor is enrolled (a confirmed TOTP or a passkey).
     pub mfa_enabled: bool,
     /// Locked by too many failed logins in a row, until an administrator unlocks it.
     pub locked: bool,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub last_login: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -38,6 +43,15 @@ pub struct UserView {
     pub department_id: Uuid,
     #[serde(skip)]
     pub clearance_rank: i32,
+}
+
+/// The statuses `users.status` may hold (its CHECK constraint).
+fn status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["active", "pending", "suspended", "inactive"]))
+        .description(Some("`pending`: waiting for an administrator's approval"))
+        .build()
 }
 
 /// The one query behind every user view; `$1` is "now" (expired role

@@ -70,8 +70,11 @@ impl std::fmt::Display for Permission {
 /// Which objects a grant covers, narrowest first: the holder's own, the holder's
 /// department's, or the whole tenant's. `Ord` follows that order, so the widest of
 /// several grants is their `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(
+    description = "Which objects a grant covers: the holder's own, their department's, or the whole organisation's."
+)]
 pub enum Scope {
     Own,
     Department,

@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Attempt, clean_color, clean_description, clean_name, conflict_on_duplicate};
@@ -28,7 +29,7 @@ use crate::{
     http::{AppState, error::AppError},
 };
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DepartmentView {
     pub id: Uuid,
@@ -46,14 +47,36 @@ pub async fn list_departments(tx: &mut TenantTx) -> Result<Vec<DepartmentView>, 
     Ok(sqlx::query_as(DEPARTMENT_SELECT).bind(None::<Uuid>).fetch_all(tx.conn()).await?)
 }
 
-#[derive(Deserialize)]
+/// A new department.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDepartment {
+    /// 1 to 100 characters after trimming, without control characters.
+    #[schema(max_length = 100, pattern = "@text")]
+    pub name: String,
+    /// At most 1000 characters after trimming. Default: empty.
+    #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
+    pub description: Option<String>,
+    /// `#rrggbb`. Default `#64748b`.
+    #[serde(default)]
+    #[schema(min_length = 7, max_length = 7, pattern = r"^#[0-9A-Fa-f]{6}$", example = "#3b82f6")]
+    pub color: Option<String>,
+}
+
+/// Changes to a department: each field absent or `null` is left as it is.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DepartmentInput {
+    /// As in `NewDepartment`; the department of registrations keeps its name (409).
     #[serde(default)]
+    #[schema(max_length = 100, pattern = "@text")]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
     #[serde(default)]
+    #[schema(min_length = 7, max_length = 7, pattern = r"^#[0-9A-Fa-f]{6}$", example = "#3b82f6")]
     pub color: Option<String>,
 }
 
@@ -61,9 +84,9 @@ pub async fn create_department(
     permit: &Permit,
     source: &Source,
     mut tx: TenantTx,
-    input: DepartmentInput,
+    input: NewDepartment,
 ) -> Result<DepartmentView, AppError> {
-    let name = clean_name("name", input.name.as_deref().unwrap_or(""), 100)?;
+    let name = clean_name("name", &input.name, 100)?;
     let description = clean_description(input.description.as_deref().unwrap_or(""))?;
     let color = clean_color(input.color.as_deref().unwrap_or("#64748b"))?;
     let inserted = sqlx::query_scalar(
@@ -151,12 +174,13 @@ pub async fn delete_department(source: &Source, mut tx: TenantTx, id: Uuid) -> R
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClearanceView {
     pub id: Uuid,
     pub name: String,
     pub description: String,
+    /// The rank for mandatory access control: higher is more secret.
     pub level: i32,
     pub color: String,
     pub user_count: i64,
@@ -170,16 +194,44 @@ pub async fn list_clearances(tx: &mut TenantTx) -> Result<Vec<ClearanceView>, Ap
     Ok(sqlx::query_as(CLEARANCE_SELECT).bind(None::<Uuid>).fetch_all(tx.conn()).await?)
 }
 
-#[derive(Deserialize)]
+/// A new clearance level.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClearance {
+    /// 1 to 100 characters after trimming, without control characters.
+    #[schema(max_length = 100, pattern = "@text")]
+    pub name: String,
+    /// At most 1000 characters after trimming. Default: empty.
+    #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
+    pub description: Option<String>,
+    /// The rank, 1 to 100, not taken by another level (409).
+    #[schema(minimum = 1, maximum = 100)]
+    pub level: i32,
+    /// `#rrggbb`. Default `#64748b`.
+    #[serde(default)]
+    #[schema(min_length = 7, max_length = 7, pattern = r"^#[0-9A-Fa-f]{6}$", example = "#3b82f6")]
+    pub color: Option<String>,
+}
+
+/// Changes to a clearance level: each field absent or `null` is left as it
+/// is. The level's rank before and after must be at or below the caller's
+/// clearance, and nobody re-ranks the level they hold (403).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClearanceInput {
+    /// As in `NewClearance`; the level of registrations keeps its name (409).
     #[serde(default)]
+    #[schema(max_length = 100, pattern = "@text")]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub level: Option<i32>,
     #[serde(default)]
+    #[schema(min_length = 7, max_length = 7, pattern = r"^#[0-9A-Fa-f]{6}$", example = "#3b82f6")]
     pub color: Option<String>,
 }
 
@@ -202,11 +254,11 @@ pub async fn create_clearance(
     permit: &Permit,
     source: &Source,
     mut tx: TenantTx,
-    input: ClearanceInput,
+    input: NewClearance,
 ) -> Result<ClearanceView, AppError> {
     let outcome = async {
-        let name = clean_name("name", input.name.as_deref().unwrap_or(""), 100)?;
-        let level = clean_level(input.level.ok_or_else(|| AppError::invalid("level", "is required"))?)?;
+        let name = clean_name("name", &input.name, 100)?;
+        let level = clean_level(input.level)?;
         let description = clean_description(input.description.as_deref().unwrap_or(""))?;
         let color = clean_color(input.color.as_deref().unwrap_or("#64748b"))?;
         let permit = &super::begin(&mut tx, permit, state.clock.now()).await?;

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Attempt, attempt, begin, settle, targets::manageable};
@@ -19,16 +20,33 @@ use crate::{
     http::{AppState, error::AppError},
 };
 
-#[derive(Deserialize)]
+/// Why a user's second factors are reset (kept in the audit row).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetMfa {
+    /// 1 to 500 characters after trimming.
+    #[schema(
+        max_length = 500,
+        pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub reason: String,
 }
 
+/// The kinds of second factor a reset can remove.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase", description = "A kind of second factor: an authenticator app or passkeys.")]
+pub enum FactorKind {
+    Totp,
+    Webauthn,
+}
+
 /// What a reset removed.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = MfaResetResult)]
 pub struct Reset {
+    /// The kinds of factor the user had.
+    #[schema(value_type = Vec<FactorKind>)]
     pub removed: Vec<&'static str>,
     pub sessions_ended: u64,
 }

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -96,10 +97,15 @@ fn rfc3339(t: Option<OffsetDateTime>) -> Value {
     }
 }
 
-#[derive(Deserialize)]
+/// A role to give a user, with an optional expiry.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssignRole {
+    /// The role's name (matched case-insensitively after trimming; 422 when
+    /// there is none); the caller must hold everything it grants.
+    #[schema(pattern = r"^[^\x00]*$", example = "student")]
     pub role: String,
+    /// When the assignment ends; in the future. Absent or `null`: never.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }
@@ -183,10 +189,15 @@ pub async fn revoke_role(
     super::settle(tx, permit, source, outcome).await
 }
 
-#[derive(Deserialize, Default)]
+/// Approval of a pending account (the body may be left out).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ApproveUser)]
 pub struct Approve {
+    /// The role to give; default: the role the account asked for, else the
+    /// one it registered with (422 when there is neither).
     #[serde(default)]
+    #[schema(pattern = r"^[^\x00]*$", example = "student")]
     pub role: Option<String>,
 }
 

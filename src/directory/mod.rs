@@ -26,6 +26,7 @@ pub mod attributes;
 pub mod factors;
 pub mod handlers;
 pub mod membership;
+pub mod role_schema;
 pub mod roles;
 mod targets;
 pub mod users;

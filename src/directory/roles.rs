@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Attempt, Refused, clean_description, clean_name, conflict_on_duplicate, nullable};
@@ -29,19 +30,29 @@ use crate::{
 };
 
 /// A role as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleView {
     pub id: Uuid,
     pub name: String,
     pub description: String,
+    /// Every permission of the catalogue by resource and action
+    /// (`{"file": {"upload": true, ...}, ...}`): whether the role grants it.
     pub permissions: BTreeMap<String, BTreeMap<String, bool>>,
+    /// The scope of each granted permission, in the same shape.
     pub scopes: BTreeMap<String, BTreeMap<String, Scope>>,
+    /// Users holding the role now (expired assignments do not count).
     pub user_count: i64,
+    /// Sessions of holders end after this many idle minutes; `null`: the server's default.
+    #[schema(required = true)]
     pub session_timeout_minutes: Option<i32>,
     pub requires_mfa: bool,
+    /// The kind of second factor required; `null`: any (when `requiresMfa`).
+    #[schema(value_type = Option<super::role_schema::MfaType>, required = true)]
     pub mfa_type: Option<String>,
+    #[schema(required = true)]
     pub portal: Option<String>,
+    #[schema(required = true)]
     pub tier: Option<i32>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -204,23 +215,39 @@ fn clean_tier(tier: Option<i32>) -> Result<Option<i32>, AppError> {
     }
 }
 
-#[derive(Deserialize)]
+/// A new role. The caller must hold every permission it grants, at the same or
+/// a wider scope (403 otherwise).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRole {
+    /// 1 to 64 characters after trimming, without control characters.
+    #[schema(max_length = 64, pattern = "@text")]
     pub name: String,
+    /// At most 1000 characters after trimming.
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
+    /// Default: no permissions.
     #[serde(default)]
+    #[schema(schema_with = super::role_schema::permissions_schema)]
     pub permissions: PermissionsInput,
+    /// Idle minutes before a holder's session ends, 1 to 1440.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1440)]
     pub session_timeout_minutes: Option<i32>,
+    /// Holders must enrol a second factor. Default `false`.
     #[serde(default)]
     pub requires_mfa: bool,
     #[serde(default)]
+    #[schema(value_type = Option<super::role_schema::MfaType>)]
     pub mfa_type: Option<String>,
+    /// 1 to 64 characters after trimming, without control characters.
     #[serde(default)]
+    #[schema(max_length = 64, pattern = "@text")]
     pub portal: Option<String>,
+    /// 1 to 9.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 9)]
     pub tier: Option<i32>,
 }
 
@@ -293,25 +320,37 @@ fn grant_list(grants: &Grants) -> Value {
     grants.iter().map(|(p, s)| json!({ "permission": p.as_str(), "scope": s.as_str() })).collect()
 }
 
-#[derive(Deserialize)]
+/// Changes to a role. `name`, `description`, `permissions` and `requiresMfa`
+/// absent or `null` are left as they are; `sessionTimeoutMinutes`, `mfaType`,
+/// `portal` and `tier` absent are left, `null` clears them. The caller must
+/// hold everything the role grants (before and after) to change anything.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateRole {
+    /// As in `CreateRole`; the default role of registrations keeps its name (409).
     #[serde(default)]
+    #[schema(max_length = 64, pattern = "@text")]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
     /// When present, the role's whole permission set.
     #[serde(default)]
+    #[schema(schema_with = super::role_schema::permissions_or_null_schema)]
     pub permissions: Option<PermissionsInput>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 1440)]
     pub session_timeout_minutes: Option<Option<i32>>,
     #[serde(default)]
     pub requires_mfa: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<super::role_schema::MfaType>)]
     pub mfa_type: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 64, pattern = "@text")]
     pub portal: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 9)]
     pub tier: Option<Option<i32>>,
 }
 
@@ -531,7 +570,7 @@ async fn delete_attempt(
 }
 
 /// One entry of `GET /api/permissions`.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct PermissionView {
     pub name: String,
     pub resource: String,

@@ -4,6 +4,7 @@
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Map, json};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
@@ -32,15 +33,32 @@ fn clean_status(status: &str) -> Result<&'static str, AppError> {
         .ok_or_else(|| AppError::invalid("status", "must be active, inactive, suspended or pending"))
 }
 
-#[derive(Deserialize)]
+/// An account's status (the values `clean_status` accepts), for the OpenAPI
+/// description.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase", description = "An account's status.")]
+pub enum UserStatus {
+    Active,
+    Inactive,
+    Suspended,
+    Pending,
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only accounts with this status.
     #[serde(default)]
+    #[param(value_type = Option<UserStatus>)]
     pub status: Option<String>,
     /// The `nextCursor` of the previous page.
     #[serde(default)]
+    #[param(pattern = r"^[^\x00]*$")]
     pub after: Option<String>,
+    /// Accounts per page (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -121,16 +139,35 @@ async fn grantable_clearance(tx: &mut TenantTx, permit: &Permit, name: &str) -> 
     Ok(level)
 }
 
-#[derive(Deserialize)]
+/// A new account. Names of the role, department and clearance level are
+/// matched case-insensitively after trimming (422 when there is none).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUser {
+    /// 3 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or a
+    /// digit (surrounding whitespace is trimmed).
+    #[schema(pattern = "@username")]
     pub username: String,
+    /// An address with one `@`, no whitespace or control characters, at most
+    /// 254 bytes (surrounding whitespace is trimmed).
+    #[schema(max_length = 254, pattern = "@email")]
     pub email: String,
+    /// At least 8 characters and at most 1024 bytes, neither the username nor
+    /// the email, and not common or easy to guess (422 otherwise).
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 1024, pattern = r"^[^\x00]*$")]
     pub password: SecretString,
+    /// The role's name; the caller must hold everything it grants.
+    #[schema(pattern = r"^[^\x00]*$", example = "student")]
     pub role: String,
+    /// The department's name, within the caller's scope.
+    #[schema(pattern = r"^[^\x00]*$", example = "General")]
     pub department: String,
+    /// The clearance level's name, no higher than the caller's own.
+    #[schema(pattern = r"^[^\x00]*$", example = "public")]
     pub clearance_level: String,
+    /// Default `active`.
     #[serde(default)]
+    #[schema(value_type = Option<UserStatus>)]
     pub status: Option<String>,
 }
 
@@ -201,23 +238,34 @@ async fn create_attempt(
     Ok(view)
 }
 
-#[derive(Deserialize)]
+/// Changes to an account: each field absent or `null` is left as it is. Nobody
+/// changes their own password, role, department or clearance level here (403).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateUser {
+    /// As in `CreateUser`.
     #[serde(default)]
+    #[schema(pattern = "@username")]
     pub username: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 254, pattern = "@email")]
     pub email: Option<String>,
+    /// A new password (as in `CreateUser`): ends every session of the user.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 1024, pattern = r"^[^\x00]*$")]
     pub password: Option<SecretString>,
     /// Replaces every role the user holds with this one.
     #[serde(default)]
+    #[schema(pattern = r"^[^\x00]*$", example = "student")]
     pub role: Option<String>,
     #[serde(default)]
+    #[schema(pattern = r"^[^\x00]*$", example = "General")]
     pub department: Option<String>,
     #[serde(default)]
+    #[schema(pattern = r"^[^\x00]*$", example = "public")]
     pub clearance_level: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<UserStatus>)]
     pub status: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
@@ -18,18 +19,26 @@ use crate::{
 };
 
 /// A file as the API shows it (seed 002 style, camelCase).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileView {
     pub id: Uuid,
+    /// The filename as uploaded, made safe to show (its last path component,
+    /// without control or bidirectional formatting characters).
     pub name: String,
+    /// Bytes.
     pub size: i64,
+    /// Detected from the bytes (the client's claim is not used).
     pub content_type: String,
+    /// The SHA-256 of the bytes, in hex.
+    #[schema(pattern = r"^[0-9a-f]{64}$")]
     pub sha256: String,
+    /// The classification level's name.
     pub classification: String,
     /// The classification level's colour (seed 002), for display.
     pub classification_color: String,
     pub department: String,
+    /// The uploader's username.
     pub owner: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -153,15 +162,24 @@ pub async fn department_named(tx: &mut TenantTx, name: &str) -> Result<Option<(U
 }
 
 /// `GET /api/files` query parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only files of this classification level (its name, case-insensitive).
+    #[param(pattern = r"^[^\x00]*$")]
     pub classification: Option<String>,
+    /// Only files of this department (its name, case-insensitive).
+    #[param(pattern = r"^[^\x00]*$")]
     pub department: Option<String>,
     /// A part of the filename (case-insensitive).
+    #[param(pattern = r"^[^\x00]*$")]
     pub name: Option<String>,
+    /// Files per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
+    #[param(pattern = "@cursor")]
     pub after: Option<String>,
 }
 

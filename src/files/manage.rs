@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -70,9 +71,13 @@ pub async fn get(
     Ok(view)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new classification for a file.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reclassify {
+    /// The classification level's name (case-insensitive, trimmed; 422 when
+    /// there is none).
+    #[schema(pattern = r"^[^\x00]*$", example = "public")]
     pub classification: String,
 }
 

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::manage::refused;
@@ -25,16 +26,22 @@ use crate::{
     http::{AppState, error::AppError},
 };
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A share of a file with a colleague.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShareView {
     pub id: Uuid,
     pub file_id: Uuid,
+    /// The recipient's username.
     pub recipient: String,
+    /// The username of who shared it; `null` once that account is gone.
+    #[schema(required = true)]
     pub shared_by: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// `null`: until revoked.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub expires_at: Option<OffsetDateTime>,
     /// Not expired at the time of the request.
     pub active: bool,
@@ -48,10 +55,15 @@ macro_rules! share_select {
     };
 }
 
-#[derive(Debug, Deserialize)]
+/// Whom to share a file with, and until when.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewShare {
+    /// An active user's username (case-insensitive, trimmed; 422 when there is
+    /// none, or it is the file's owner).
+    #[schema(pattern = r"^[^\x00]*$")]
     pub username: String,
+    /// When the share ends; in the future. Absent or `null`: until revoked.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }

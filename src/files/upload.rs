@@ -271,9 +271,7 @@ async fn record(
             "classification": placement.classification_id,
             "department": placement.department_id,
         });
-        if let Some(answer) =
-            key.claim(&mut tx, key.fingerprint(summary.to_string().as_bytes()), state.clock.now()).await?
-        {
+        if let Some(answer) = key.claim(&mut tx, state, summary.to_string().as_bytes()).await? {
             return Ok(Uploaded::Replay(answer));
         }
     }

@@ -1,39 +1,31 @@
-//! The route builder and the guard: the spine of every request that needs a
-//! session.
-//!
-//! Every route is declared through [`Routes`], with who may call it on the same
-//! line: `public`, `session` (a live session), or `guarded` by a [`Permission`];
-//! which stages of the second factor it admits (a full session by default;
-//! `second_step` routes only a session waiting for its second factor,
-//! `enrolment` routes also one held in MFA enrolment); and, with `_step_up`,
-//! that it needs a second-factor verification within `FORTIFILE_STEP_UP_MINUTES`.
-//! The declarations are kept as data ([`RouteRule`]) so tests can walk the real
-//! table (the RBAC matrix test does).
+//! The guard: the spine of every request that needs a session (every route
+//! the builder in [`super::routes`] declares, but the public ones).
 //!
 //! For every route that is not public, the guard opens the request's one
 //! transaction: it reads the (small) body first, so no connection waits on a
 //! slow client; opens the session in the transaction (`auth::extractor::open`);
 //! decides the route's permission there (a refusal is `rbac.denied`, committed
-//! with the 403); and hands the open transaction to the handler ([`Tx`]), which
-//! does its reads and writes in it and commits it. A handler that needs no more
-//! than the session (`/me`) leaves it to the guard, which commits after it.
-//! Streamed routes (uploads) get the decision but not the transaction: they
-//! decide again in each transaction of their own.
+//! with the 403); claims the request's `Idempotency-Key` on a create; and hands
+//! the open transaction to the handler ([`Tx`]), which does its reads and
+//! writes in it and commits it. A handler that needs no more than the session
+//! (`/me`) leaves it to the guard, which commits after it. Streamed routes
+//! (uploads) get the decision but not the transaction: they decide again in
+//! each transaction of their own.
 
 use axum::{
-    Router,
     body::{Body, to_bytes},
-    extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
-    handler::Handler,
-    http::{Method, request::Parts},
-    middleware::{Next, from_fn, from_fn_with_state},
+    extract::{FromRequestParts, MatchedPath, Request, State},
+    http::request::Parts,
+    middleware::{Next, from_fn_with_state},
     response::{IntoResponse, Response},
-    routing::{MethodFilter, MethodRouter, on},
+    routing::MethodRouter,
 };
 
 use std::sync::{Arc, Mutex};
 
-use super::{AppState, client::source_of, error::AppError, idempotency::Idempotency};
+use tracing::Instrument;
+
+use super::{AppState, client::source_of, error::AppError, idempotency::Idempotency, ratelimit};
 use crate::{
     auth::{
         extractor::{Opened, open, open_key},
@@ -43,17 +35,6 @@ use crate::{
     authz::{self, Permission, Permit},
     db::TenantTx,
 };
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone.
-    Public,
-    /// Anyone with a live session.
-    Session,
-    /// A live session whose user holds the permission now.
-    Guarded(Permission),
-}
 
 /// Which sessions, by the stage of their second factor, a route admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +50,7 @@ pub enum Admits {
 }
 
 impl Admits {
-    fn admits(self, stage: Stage) -> bool {
+    pub(super) fn admits(self, stage: Stage) -> bool {
         matches!(
             (self, stage),
             (Admits::Any, _)
@@ -80,294 +61,30 @@ impl Admits {
     }
 }
 
-/// One declared route.
-#[derive(Debug, Clone)]
-pub struct RouteRule {
-    pub method: Method,
-    pub path: &'static str,
-    pub access: Access,
-    pub admits: Admits,
-    /// Needs a recent second-factor verification (from users who have a factor).
-    pub step_up: bool,
-    /// A page for browsers: without a session it redirects to the login page,
-    /// and a refusal is the HTML 403 page (API routes answer 401/403 JSON).
-    pub html: bool,
-    /// A create that honours `Idempotency-Key` (see [`super::idempotency`]).
-    pub idempotent: bool,
-}
-
-/// A router under construction, with the rules it was built from.
-pub struct Routes {
-    state: AppState,
-    router: Router<AppState>,
-    rules: Vec<RouteRule>,
-    /// The route declared last, finished when the next one is declared, so a
-    /// modifier such as [`Routes::idempotent`] still applies to it.
-    last: Option<(MethodRouter<AppState>, Kind)>,
-}
-
-impl Routes {
-    pub fn new(state: AppState) -> Self {
-        Routes { state, router: Router::new(), rules: Vec::new(), last: None }
-    }
-
-    /// The route declared just before creates something and honours
-    /// `Idempotency-Key`: a retry with the same key gets the first answer.
-    pub fn idempotent(mut self) -> Self {
-        let (rule, (_, kind)) = match (self.rules.last_mut(), self.last.as_mut()) {
-            (Some(rule), Some(last)) => (rule, last),
-            _ => panic!("idempotent() follows a route"),
-        };
-        assert!(
-            rule.method == Method::POST && rule.access != Access::Public && !rule.html,
-            "idempotent(): API creates"
-        );
-        rule.idempotent = true;
-        kind.idempotent = true;
-        self
-    }
-
-    pub fn public<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add(method, path, Access::Public, handler)
-    }
-
-    /// The handler must take [`Authenticated`], which answers 401 without a session.
-    pub fn session<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add(method, path, Access::Session, handler)
-    }
-
-    /// A session route that also needs a recent step-up (changing one's password).
-    pub fn session_step_up<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Session, handler, Kind { step_up: true, ..Kind::API })
-    }
-
-    /// A page form for anyone signed in that also needs a recent step-up.
-    pub fn page_step_up<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Session, handler, Kind { step_up: true, ..Kind::PAGE })
-    }
-
-    /// A session route that any session reaches, whatever its second factor's stage (logout).
-    pub fn any_session<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::Any, ..Kind::API })
-    }
-
-    /// A route of the login's second step: only a session waiting for its second factor.
-    pub fn second_step<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::SecondStep, ..Kind::API })
-    }
-
-    /// A route of MFA enrolment: full sessions and those held until they enrol.
-    pub fn enrolment<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::Enrolment, ..Kind::API })
-    }
-
-    /// An enrolment route that also needs a recent step-up (changing factors).
-    pub fn enrolment_step_up<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        let kind = Kind { admits: Admits::Enrolment, step_up: true, ..Kind::API };
-        self.add_with(method, path, Access::Session, handler, kind)
-    }
-
-    /// A guarded route that also needs a recent step-up.
-    pub fn guarded_step_up<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Guarded(permission), handler, Kind { step_up: true, ..Kind::API })
-    }
-
-    pub fn guarded<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add(method, path, Access::Guarded(permission), handler)
-    }
-
-    /// A guarded route whose body is streamed and limited by its handler (file
-    /// uploads) instead of the router's small default body limit.
-    pub fn guarded_stream<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: true, ..Kind::API })
-    }
-
-    /// A page for anyone signed in (others are sent to the login page).
-    pub fn page<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Session, handler, Kind::PAGE)
-    }
-
-    /// A page guarded by `permission`: the login page without a session, the
-    /// HTML 403 page (and `rbac.denied`) without the permission.
-    pub fn page_guarded<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Guarded(permission), handler, Kind::PAGE)
-    }
-
-    /// A page of MFA enrolment (`/me/mfa`'s forms, the step-up page): full
-    /// sessions and those held until they enrol.
-    pub fn page_enrolment<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::Enrolment, ..Kind::PAGE })
-    }
-
-    /// An enrolment page's form that also needs a recent step-up.
-    pub fn page_enrolment_step_up<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        let kind = Kind { admits: Admits::Enrolment, step_up: true, ..Kind::PAGE };
-        self.add_with(method, path, Access::Session, handler, kind)
-    }
-
-    /// The login page's second step: a form for a session waiting for its second factor.
-    pub fn page_second_step<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Session, handler, Kind { admits: Admits::SecondStep, ..Kind::PAGE })
-    }
-
-    /// A guarded page (a form post) that also needs a recent step-up.
-    pub fn page_guarded_step_up<H, T>(
-        self,
-        method: Method,
-        path: &'static str,
-        permission: Permission,
-        handler: H,
-    ) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Guarded(permission), handler, Kind { step_up: true, ..Kind::PAGE })
-    }
-
-    /// A guarded page whose form posts a file (multipart, streamed).
-    pub fn page_stream<H, T>(self, method: Method, path: &'static str, permission: Permission, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, Access::Guarded(permission), handler, Kind { stream: true, ..Kind::PAGE })
-    }
-
-    fn add<H, T>(self, method: Method, path: &'static str, access: Access, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add_with(method, path, access, handler, Kind::API)
-    }
-
-    fn add_with<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H, kind: Kind) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.finish_last();
-        let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
-        self.last = Some((on(filter, handler), kind));
-        self.rules.push(RouteRule {
-            method,
-            path,
-            access,
-            admits: kind.admits,
-            step_up: kind.step_up,
-            html: kind.html,
-            idempotent: false,
-        });
-        self
-    }
-
-    /// Puts the route declared last, with its guard, into the router.
-    fn finish_last(&mut self) {
-        let (Some((mut route, kind)), Some(rule)) = (self.last.take(), self.rules.last()) else { return };
-        if kind.stream {
-            route = route.layer(DefaultBodyLimit::disable());
-        }
-        let permission = match rule.access {
-            Access::Guarded(permission) => Some(permission),
-            _ => None,
-        };
-        // Every route but a public one passes the guard: it opens the session
-        // (and sends a browser without one to the login page).
-        if rule.access != Access::Public {
-            let guard = Guard { state: self.state.clone(), permission, kind };
-            route = route.route_layer(from_fn_with_state(guard, enforce));
-        }
-        if kind.html {
-            // Outside the guard, so its errors are pages too.
-            route = route.layer(from_fn(crate::web::html_errors));
-        }
-        self.router = std::mem::take(&mut self.router).route(rule.path, route);
-    }
-
-    pub fn into_parts(mut self) -> (Router<AppState>, Vec<RouteRule>) {
-        self.finish_last();
-        (self.router, self.rules)
-    }
-}
-
 #[derive(Clone, Copy)]
-struct Kind {
+pub(super) struct Kind {
     /// The handler streams and limits the body itself.
-    stream: bool,
-    html: bool,
-    admits: Admits,
-    step_up: bool,
-    idempotent: bool,
+    pub(super) stream: bool,
+    pub(super) html: bool,
+    pub(super) admits: Admits,
+    pub(super) step_up: bool,
+    pub(super) idempotent: bool,
 }
 
 impl Kind {
-    const API: Kind = Kind { stream: false, html: false, admits: Admits::Full, step_up: false, idempotent: false };
-    const PAGE: Kind = Kind { html: true, ..Kind::API };
+    pub(super) const API: Kind =
+        Kind { stream: false, html: false, admits: Admits::Full, step_up: false, idempotent: false };
+    pub(super) const PAGE: Kind = Kind { html: true, ..Kind::API };
+}
+
+/// `route` behind the guard, deciding `permission` (`None`: a session is enough).
+pub(super) fn around(
+    route: MethodRouter<AppState>,
+    state: AppState,
+    permission: Option<Permission>,
+    kind: Kind,
+) -> MethodRouter<AppState> {
+    route.route_layer(from_fn_with_state(Guard { state, permission, kind }, enforce))
 }
 
 #[derive(Clone)]
@@ -412,6 +129,10 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         Err(AppError::Unauthorized) => return unauthenticated(&guard, &parts),
         Err(e) => return e.into_response(),
     };
+    // From now on this credential's requests are charged to it alone.
+    if let Some(presented) = parts.extensions.get::<ratelimit::Presented>() {
+        state.limits.verified(*presented);
+    }
     if !guard.kind.admits.admits(who.mfa.stage) {
         // What a session short of its second factor gets elsewhere: nothing
         // (pending: as if signed out), or the way to enrolment.
@@ -491,7 +212,7 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         None
     } else {
         if let (Some(key), Some(bytes)) = (&idempotency, &bytes) {
-            match key.claim(&mut tx, key.fingerprint(bytes), state.clock.now()).await {
+            match key.claim(&mut tx, state, bytes).await {
                 Ok(None) => {}
                 Ok(Some(answer)) => {
                     return match tx.commit().await {
@@ -526,7 +247,7 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
     }
     // A create with a key runs to its end even if the client goes away, so its
     // answer is there for the retry.
-    tokio::spawn(run)
+    tokio::spawn(run.in_current_span())
         .await
         .unwrap_or_else(|_| AppError::Internal(anyhow::anyhow!("a handler panicked")).into_response())
 }
@@ -549,10 +270,20 @@ fn credential(guard: &Guard, parts: &Parts) -> Result<Option<Credential>, AppErr
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|k| k.trim().to_string());
+    // A session cookie that is not one (malformed) is a credential that
+    // failed, whatever else came with it.
+    if cookie.is_none() && session::cookie_sent(&guard.state.config, &parts.headers) {
+        return Ok(None);
+    }
     match (cookie, bearer) {
         (Some(_), Some(_)) => Err(AppError::BadRequest("Send a session cookie or an API key, not both".into())),
         (Some(cookie), None) => Ok(Some(Credential::Cookie(cookie))),
         (None, Some(_)) if guard.kind.html => Err(AppError::forbidden("API keys cannot open pages")),
+        // A CSRF token belongs to a session; sent with a key it is a mix-up
+        // (or a probe), refused rather than ignored.
+        (None, Some(_)) if parts.headers.contains_key(super::middleware::CSRF_HEADER) => {
+            Err(AppError::forbidden("X-CSRF-Token goes with a session cookie; send none with an API key"))
+        }
         // Only routes guarded by a permission: one's own account, sessions,
         // keys and factors, and every step-up operation, need a person.
         (None, Some(_)) if guard.kind.step_up || guard.kind.admits != Admits::Full || guard.permission.is_none() => {

@@ -10,17 +10,24 @@
 //! and a retry while the first is still running is 409. Keys live for 24 hours
 //! in the tenant's rows (row-level security) and are swept after that.
 //!
-//! The fingerprint is the SHA-256 of the method, the path with its query and
-//! the body; an upload's body is streamed, so its handler claims the key once
-//! the stored bytes' SHA-256 is known (see [`Idempotency::claim`]).
+//! The fingerprint is an HMAC-SHA256, under a key derived from the master key,
+//! of the method, the path with its query and the body: a create's body may
+//! hold a password (`POST /api/users`), and whoever reads the table (a backup,
+//! a replica) must not be able to test guesses against it. An upload's body is
+//! streamed, so its handler claims the key once the stored bytes' SHA-256 is
+//! known (see [`Idempotency::claim`]).
+//!
+//! A refusal is not kept: one answered after the claim committed (a refusal
+//! commits its audit row) gives the key back, so the retry is decided again.
+//! A success whose answer is larger than [`ANSWER_LIMIT`] (none is) is kept
+//! without its body: a replay gets its status and `Location`.
 
 use axum::{
     body::{Body, to_bytes},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use ring::digest::{Context, SHA256};
-use time::OffsetDateTime;
+use ring::hmac;
 use uuid::Uuid;
 
 use super::{AppState, error::AppError};
@@ -38,6 +45,25 @@ const ANSWER_LIMIT: usize = 256 * 1024;
 /// Parts of an answer that are shown once and never stored: an API key's
 /// secret. A replay of its creation carries everything else.
 const WITHHELD: &[(&str, &str)] = &[("apiKey", "key")];
+
+/// What [`crate::files::MasterKey::derive`] derives the fingerprint key for.
+pub const PURPOSE: &str = "idempotency-fingerprint";
+
+/// The server's key for request fingerprints. Its `Debug` shows nothing.
+#[derive(Clone)]
+pub struct Fingerprints(hmac::Key);
+
+impl Fingerprints {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Fingerprints(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+}
+
+impl std::fmt::Debug for Fingerprints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprints([redacted])")
+    }
+}
 
 /// The key a create request came with, and whose it is.
 #[derive(Clone)]
@@ -88,26 +114,24 @@ impl Idempotency {
 
     /// The fingerprint of this request with `body` (a JSON body as sent, or an
     /// upload's summary: its bytes' SHA-256 and its form fields).
-    pub fn fingerprint(&self, body: &[u8]) -> [u8; 32] {
-        let mut ctx = Context::new(&SHA256);
+    fn fingerprint(&self, key: &Fingerprints, body: &[u8]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&key.0);
         for part in [self.method.as_bytes(), self.target.as_bytes(), body] {
             ctx.update(&(part.len() as u64).to_be_bytes());
             ctx.update(part);
         }
-        ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+        ctx.sign().as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
     }
 
-    /// Claims the key in `tx`, the transaction the action will commit in.
+    /// Claims the key for the request with `body` in `tx`, the transaction
+    /// the action will commit in.
     /// `Ok(None)`: go on (the claim commits with the action). `Ok(Some(answer))`:
     /// the stored answer of the first request, to send instead of acting.
     /// 409 while the first request with this key is still running, 422 when the
     /// key was used for a different request.
-    pub async fn claim(
-        &self,
-        tx: &mut TenantTx,
-        fingerprint: [u8; 32],
-        now: OffsetDateTime,
-    ) -> Result<Option<Response>, AppError> {
+    pub async fn claim(&self, tx: &mut TenantTx, state: &AppState, body: &[u8]) -> Result<Option<Response>, AppError> {
+        let fingerprint = self.fingerprint(&state.fingerprints, body);
+        let now = state.clock.now();
         // One request per key at a time, across instances: the second is told
         // at once instead of waiting on the first's uncommitted row.
         let lock = format!("idempotency:{}:{}:{}", tx.tenant_id(), self.principal, self.key);
@@ -161,20 +185,45 @@ impl Idempotency {
         }
     }
 
-    /// Stores `response` as the answer to this key, if the request's action
-    /// committed its claim (otherwise nothing was done and a retry runs again),
-    /// and passes it on.
+    /// Keeps `response` as the answer to this key, if the request's action
+    /// committed its claim, and passes it on. A refusal (4xx: its audit row
+    /// committed with the claim, its attempt undone) gives the key back:
+    /// nothing was created, so the retry is decided again. Anything else is
+    /// kept, a 5xx too: it may have come after the action committed.
     pub async fn record(&self, state: &AppState, tenant: Uuid, response: Response) -> Response {
-        let (parts, body) = response.into_parts();
-        let bytes = match to_bytes(body, ANSWER_LIMIT).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::error!(error = %e, "could not read the answer to an idempotent request");
-                return AppError::Internal(anyhow::anyhow!("answer unreadable")).into_response();
+        if response.status().is_client_error() {
+            let released = async {
+                let mut tx = state.db.tenant_tx(tenant, None).await?;
+                sqlx::query("DELETE FROM idempotency_keys WHERE token = $1 AND status IS NULL")
+                    .bind(self.token)
+                    .execute(tx.conn())
+                    .await?;
+                tx.commit().await
+            };
+            if let Err(e) = released.await {
+                // Nothing was created; a retry answers 409 until the key expires.
+                tracing::error!(error = %e, "could not give back the key of a refused idempotent request");
             }
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let fits = axum::body::HttpBody::size_hint(&body).upper().is_some_and(|n| n <= ANSWER_LIMIT as u64);
+        let (body, kept) = if fits {
+            match to_bytes(body, ANSWER_LIMIT).await {
+                Ok(bytes) => (Body::from(bytes.clone()), Some(bytes)),
+                Err(e) => {
+                    // The action committed; its status and headers still say so.
+                    tracing::error!(error = %e, "could not read the answer to an idempotent request");
+                    (Body::empty(), None)
+                }
+            }
+        } else {
+            // Creates answer small JSON; a larger answer is passed on unread,
+            // and a replay gets its status and `Location` without a body.
+            (body, None)
         };
-        let kept = withhold(&bytes);
         let header = |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let stored_body = kept.as_ref().map(|bytes| withhold(bytes).unwrap_or_else(|| bytes.to_vec()));
         let stored = async {
             let mut tx = state.db.tenant_tx(tenant, None).await?;
             sqlx::query(
@@ -183,9 +232,9 @@ impl Idempotency {
             )
             .bind(self.token)
             .bind(parts.status.as_u16() as i16)
-            .bind(header(header::CONTENT_TYPE))
+            .bind(stored_body.as_ref().and(header(header::CONTENT_TYPE)))
             .bind(header(header::LOCATION))
-            .bind(kept.as_deref().unwrap_or(&bytes[..]))
+            .bind(stored_body.as_deref().unwrap_or_default())
             .execute(tx.conn())
             .await?;
             tx.commit().await
@@ -194,7 +243,7 @@ impl Idempotency {
             // The action stands; a retry answers 409 until the key expires.
             tracing::error!(error = %e, "could not store the answer to an idempotent request");
         }
-        Response::from_parts(parts, Body::from(bytes))
+        Response::from_parts(parts, body)
     }
 }
 

@@ -3,6 +3,7 @@
 //! cross-cutting middleware. The route table itself lives above every handler,
 //! in `crate::app`, so that nothing a handler imports imports the handlers.
 
+pub mod apidoc;
 pub mod client;
 pub mod error;
 pub mod guard;
@@ -13,13 +14,14 @@ pub mod middleware;
 pub mod params;
 pub mod ratelimit;
 pub mod reply;
+pub mod routes;
 
 use std::sync::Arc;
 
 use crate::{
     audit::names::LoginNames, auth::password::Passwords, clock::Clock, config::Config, db::Database, files::Vault,
 };
-pub use guard::{Access, RouteRule, Routes};
+pub use routes::{Access, RouteRule, Routes};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -37,6 +39,8 @@ pub struct AppState {
     pub passkeys: Arc<Result<webauthn_rs::Webauthn, String>>,
     /// This instance's request rate limits.
     pub limits: Arc<ratelimit::RateLimits>,
+    /// Keys the fingerprints of requests sent with an `Idempotency-Key`.
+    pub fingerprints: idempotency::Fingerprints,
 }
 
 impl AppState {
@@ -53,6 +57,7 @@ impl AppState {
         let passwords = Passwords::new().await?;
         let limits = ratelimit::RateLimits::new(config.rate_limit, config.anon_rate_limit, clock.clone());
         let files_master_device_key = files.master.derive(crate::auth::lockout::DEVICE_PURPOSE);
+        let fingerprints = idempotency::Fingerprints::new(&files.master.derive(idempotency::PURPOSE));
         Ok(AppState {
             db,
             config: Arc::new(config),
@@ -63,6 +68,7 @@ impl AppState {
             devices: crate::auth::lockout::Devices::new(&files_master_device_key),
             passkeys: Arc::new(passkeys),
             limits: Arc::new(limits),
+            fingerprints,
         })
     }
 }

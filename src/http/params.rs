@@ -107,7 +107,12 @@ pub fn parse_cursor(text: &str) -> Result<(OffsetDateTime, Uuid), AppError> {
     let bad = || AppError::invalid("after", "not a cursor from a previous page");
     let (micros, id) = text.split_once('.').ok_or_else(bad)?;
     let micros: i128 = micros.parse().map_err(|_| bad())?;
-    let at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad())?;
+    let nanos = micros.checked_mul(1000).ok_or_else(bad)?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
+    // Only instants PostgreSQL can compare against (it stores no year before 4713 BC).
+    if at.year() < 1 {
+        return Err(bad());
+    }
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
@@ -122,5 +127,9 @@ mod tests {
         assert_eq!(parse_cursor(&cursor(at, id)).unwrap(), (at, id));
         assert!(parse_cursor("yesterday").is_err());
         assert!(parse_cursor("12.not-a-uuid").is_err());
+        // Out of range: no overflow, no instant PostgreSQL would refuse.
+        let uuid = Uuid::nil();
+        assert!(parse_cursor(&format!("{}.{uuid}", "9".repeat(38))).is_err());
+        assert!(parse_cursor(&format!("-300000000000000000.{uuid}")).is_err());
     }
 }

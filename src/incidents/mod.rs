@@ -18,6 +18,13 @@ pub mod handlers;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{
+        AllOfBuilder, ObjectBuilder, OneOfBuilder, Ref, RefOr, Schema, Type,
+        schema::{AdditionalProperties, AnyOfBuilder},
+    },
+};
 use uuid::Uuid;
 
 use crate::{
@@ -31,7 +38,29 @@ use crate::{
 pub const STATUSES: &[&str] = &["open", "investigating", "resolved"];
 pub const SEVERITIES: &[&str] = &["low", "medium", "high"];
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// An incident's status (`STATUSES`), for the OpenAPI description.
+#[derive(ToSchema)]
+#[schema(
+    rename_all = "lowercase",
+    description = "An incident's status: `open`, then `investigating`, then `resolved`."
+)]
+pub enum IncidentStatus {
+    Open,
+    Investigating,
+    Resolved,
+}
+
+/// An incident's severity (`SEVERITIES`), for the OpenAPI description.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase", description = "An incident's severity.")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+/// A security incident.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentView {
     pub id: Uuid,
@@ -39,11 +68,18 @@ pub struct IncidentView {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// The username of who opened it; `null` once that account is gone.
+    #[schema(required = true)]
     pub created_by: Option<String>,
+    #[schema(value_type = IncidentStatus)]
     pub status: String,
+    #[schema(value_type = Severity)]
     pub severity: String,
     pub title: String,
     pub description: String,
+    /// The audit entry that prompted it; shown only to holders of
+    /// `admin.view_logs` (`null` for others).
+    #[schema(required = true)]
     pub related_audit_log_id: Option<Uuid>,
     /// Who opened it and their department now: what the grant's scope is judged on.
     #[serde(skip)]
@@ -114,22 +150,64 @@ pub async fn in_scope(
     Err(authz::refuse(tx, permit, source, denial).await)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new incident; it starts `open`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewIncident {
+    /// 1 to 200 characters after trimming, without control characters.
+    #[schema(max_length = 200, pattern = "@text")]
     pub title: String,
+    /// At most 10000 characters after trimming. Default: empty.
     #[serde(default)]
+    #[schema(max_length = 10000, pattern = r"^[^\x00]*$")]
     pub description: String,
+    /// Case and surrounding whitespace are ignored.
+    #[schema(value_type = Severity)]
     pub severity: String,
+    /// An audit entry to link; needs `admin.view_logs` (without it, or for an
+    /// entry that does not exist, 422).
     #[serde(default)]
     pub related_audit_log_id: Option<Uuid>,
 }
 
+/// A change of an incident's status, severity, or both. Its schema is written
+/// out below: serde reads `null` as "no change", and [`update`] needs at least
+/// one field that is not `null`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentChange {
     pub status: Option<String>,
     pub severity: Option<String>,
+}
+
+impl utoipa::PartialSchema for IncidentChange {
+    fn schema() -> RefOr<Schema> {
+        let status = || Ref::from_schema_name(IncidentStatus::name());
+        let severity = || Ref::from_schema_name(Severity::name());
+        let or_null = |kind: Ref| OneOfBuilder::new().item(kind).item(ObjectBuilder::new().schema_type(Type::Null));
+        let fields = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("status", or_null(status()))
+            .property("severity", or_null(severity()))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let given =
+            |name: &str, kind: Ref| ObjectBuilder::new().schema_type(Type::Object).property(name, kind).required(name);
+        AllOfBuilder::new()
+            .item(fields)
+            .item(AnyOfBuilder::new().item(given("status", status())).item(given("severity", severity())))
+            .description(Some(
+                "A change of an incident's status, severity, or both: at least one of them, not `null` (`null` \
+                 changes nothing). Case and surrounding whitespace are ignored.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for IncidentChange {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((IncidentStatus::name().into(), IncidentStatus::schema()));
+        schemas.push((Severity::name().into(), Severity::schema()));
+    }
 }
 
 fn one_of(field: &'static str, value: &str, allowed: &[&str]) -> Result<String, AppError> {
@@ -252,13 +330,22 @@ pub async fn get(permit: &Permit, source: &Source, tx: TenantTx, id: Uuid) -> Re
     Ok(view.seen_by(permit))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `GET /api/incidents` query parameters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only incidents with this status (case and surrounding whitespace ignored).
+    #[param(value_type = Option<IncidentStatus>)]
     pub status: Option<String>,
+    /// Only incidents with this severity (case and surrounding whitespace ignored).
+    #[param(value_type = Option<Severity>)]
     pub severity: Option<String>,
+    /// Incidents per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
+    #[param(pattern = "@cursor")]
     pub after: Option<String>,
 }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -247,11 +248,14 @@ pub async fn step_up(
 
 /// What `POST /me/mfa/totp/setup` shows once: the secret, its URI, and the URI
 /// as a QR code (SVG, rendered here).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TotpSetup {
+    /// The secret in base32, to type into an authenticator app.
     pub secret: String,
+    /// The `otpauth://totp/…` key URI.
     pub uri: String,
+    /// The URI as a QR code: an `<svg>` element.
     pub qr_svg: String,
 }
 
@@ -313,11 +317,16 @@ async fn first_factor(
 }
 
 /// What confirming the first factor shows once: the recovery codes.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Enrolled {
+    /// `totp` or `webauthn`.
+    #[schema(value_type = String)]
     pub method: &'static str,
+    /// The recovery codes (`xxxxx-xxxxx`), shown once: only when this is the
+    /// account's first factor.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<String>)]
     pub recovery_codes: Option<Vec<Zeroizing<String>>>,
 }
 
@@ -390,28 +399,36 @@ pub async fn regenerate_recovery_codes(
 }
 
 /// `GET /me/mfa`: where the caller stands.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MfaStatus {
     pub enabled: bool,
+    /// The confirmed methods: `totp`, `webauthn`.
     pub methods: Vec<String>,
+    /// The strictest factor the caller's roles require: `any`, `totp` (TOTP
+    /// or a passkey) or `fido2` (a passkey only); `null`: none.
+    #[schema(required = true)]
     pub required: Option<String>,
     pub compliant: bool,
     pub enrollment_required: bool,
+    /// The authenticator app, confirmed or being set up; `null`: none.
+    #[schema(required = true)]
     pub totp: Option<TotpStatus>,
     pub passkeys: Vec<passkeys::PasskeyView>,
     /// Why passkeys cannot be used on this server, when they cannot.
+    #[schema(required = true)]
     pub passkeys_unavailable: Option<String>,
     pub recovery_codes_remaining: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TotpStatus {
     pub confirmed: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub last_used_at: Option<time::OffsetDateTime>,
 }
 

@@ -10,6 +10,7 @@
 pub mod flow;
 pub mod handlers;
 pub mod passkeys;
+pub mod schema;
 pub mod store;
 pub mod totp;
 

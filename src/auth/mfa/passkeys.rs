@@ -12,6 +12,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 use url::Url;
+use utoipa::ToSchema;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
     AuthenticationResult, CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
@@ -46,7 +47,7 @@ pub fn relying_party(config: &Config) -> Result<Webauthn, String> {
 }
 
 /// A passkey as the API lists it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PasskeyView {
     pub id: Uuid,
@@ -54,6 +55,7 @@ pub struct PasskeyView {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub last_used_at: Option<OffsetDateTime>,
 }
 
