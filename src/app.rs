@@ -35,8 +35,9 @@ const JSON_BODY_LIMIT: usize = 64 * 1024;
 /// creates honour `Idempotency-Key`.
 fn routes(state: AppState) -> Routes {
     use crate::{
-        admin, audit::handlers as audit, auth::mfa::handlers as mfa, authz::Permission::*, directory::handlers as dir,
-        files::handlers as files, incidents::handlers as incidents, web,
+        admin, approvals::handlers as approvals, audit::handlers as audit, auth::mfa::handlers as mfa,
+        authz::Permission::*, directory::handlers as dir, files::handlers as files, incidents::handlers as incidents,
+        web,
     };
     use axum::http::Method as M;
     Routes::new(state)
@@ -69,6 +70,16 @@ fn routes(state: AppState) -> Routes {
         .page_guarded_step_up(M::POST, "/admin/users/{id}/unlock", UsersEdit, admin::people::unlock_user)
         .page_guarded(M::GET, "/admin/roles", AdminManageRoles, admin::people::roles_page)
         .page_guarded_step_up(M::POST, "/admin/roles/{id}", AdminManageRoles, admin::people::update_role)
+        .page(M::GET, "/admin/approvals", admin::approvals::page)
+        .page_step_up(M::POST, "/admin/approvals/{id}/approve", admin::approvals::approve)
+        .page_step_up(M::POST, "/admin/approvals/{id}/deny", admin::approvals::deny)
+        .page(M::POST, "/admin/approvals/{id}/cancel", admin::approvals::cancel)
+        .page_guarded_step_up(
+            M::POST,
+            "/admin/approvals/policies/{operation}",
+            AdminManageRoles,
+            admin::approvals::change_policy,
+        )
         .page_guarded(M::GET, "/admin/logs", AdminViewLogs, admin::logs::page)
         .page_guarded(M::GET, "/admin/incidents", IncidentManage, admin::incidents::list)
         .page_guarded(M::GET, "/admin/incidents/new", IncidentManage, admin::incidents::new)
@@ -161,13 +172,26 @@ fn routes(state: AppState) -> Routes {
         .guarded(M::PATCH, "/admin/incidents/{id}", IncidentManage, incidents::update)
         .guarded(M::GET, "/api/incidents", IncidentManage, incidents::list)
         .guarded(M::GET, "/api/incidents/{id}", IncidentManage, incidents::get)
+        // Dual control: eligibility to decide a request is the policy's, checked per request;
+        // people decide (never API keys), after a recent step-up.
+        .session(M::GET, "/api/approvals", approvals::list)
+        .session(M::GET, "/api/approvals/{id}", approvals::get)
+        .session_step_up(M::POST, "/api/approvals/{id}/approve", approvals::approve)
+        .idempotent()
+        .session_step_up(M::POST, "/api/approvals/{id}/deny", approvals::deny)
+        .idempotent()
+        .session(M::POST, "/api/approvals/{id}/cancel", approvals::cancel)
+        .idempotent()
+        .guarded(M::GET, "/api/approval-policies", AdminManageRoles, approvals::list_policies)
+        .guarded(M::GET, "/api/approval-policies/{operation}", AdminManageRoles, approvals::get_policy)
+        .guarded_step_up(M::PUT, "/api/approval-policies/{operation}", AdminManageRoles, approvals::put_policy)
 }
 
 /// Every described JSON operation: each handler module's, and the server's own.
 fn operations() -> Vec<Op> {
     use crate::{
-        audit::handlers as audit, auth::handlers as auth, auth::mfa::handlers as mfa, directory::handlers as dir,
-        files::handlers as files, incidents::handlers as incidents,
+        approvals::handlers as approvals, audit::handlers as audit, auth::handlers as auth, auth::mfa::handlers as mfa,
+        directory::handlers as dir, files::handlers as files, incidents::handlers as incidents,
     };
     let server = vec![
         Op::get("/healthz", "The process is alive").answers(200, Reply::new().field::<String>("status")),
@@ -176,7 +200,8 @@ fn operations() -> Vec<Op> {
             .error(503, "The database does not answer"),
         Op::get("/api/openapi.json", "This description").answers(200, Reply::new().describe("OpenAPI 3.1")),
     ];
-    [server, auth::api(), mfa::api(), dir::api(), files::api(), audit::api(), incidents::api()].concat()
+    [server, auth::api(), mfa::api(), dir::api(), files::api(), audit::api(), incidents::api(), approvals::api()]
+        .concat()
 }
 
 /// The OpenAPI description of the JSON API, built from the route table.

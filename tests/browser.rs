@@ -115,3 +115,29 @@ async fn a_user_enrols_an_authenticator_app_and_a_passkey_then_signs_in_with_the
     assert_eq!((verified.len(), verified[0].details["method"].as_str()), (1, Some("webauthn")));
     assert_eq!(app.audit("auth.login").await.last().unwrap().details["secondStep"], "required");
 }
+
+#[tokio::test]
+async fn a_privileged_assignment_requested_by_one_administrator_is_approved_by_another_in_a_real_browser() {
+    let app = TestApp::spawn().await;
+    sqlx::query(
+        "INSERT INTO approval_policies (tenant_id, operation, enabled, timeout_hours) \
+         VALUES ($1, 'role.assign_privileged', true, 48)",
+    )
+    .bind(app.default_tenant)
+    .execute(&mut app.owner_conn().await)
+    .await
+    .unwrap();
+    app.create_user("alice", "admin", "General", "restricted").await;
+    app.create_user("bob", "admin", "General", "restricted").await;
+    let carol = app.create_user("carol", "staff", "General", "public").await;
+
+    let env = [("ADMIN_A", "alice"), ("ADMIN_B", "bob"), ("PASSWORD", PASSWORD), ("TARGET", "carol")];
+    scenario(&app, "approvals.mjs", "approvals", &env).await;
+
+    let assigned = app.audit("role.assign").await;
+    let admin_rows: Vec<_> = assigned.iter().filter(|r| r.details["role"] == "admin").collect();
+    assert_eq!(admin_rows.len(), 1, "exactly one assignment");
+    assert_eq!(admin_rows[0].target_id.as_deref(), Some(carol.to_string().as_str()));
+    assert!(admin_rows[0].details["approvalId"].is_string());
+    assert_eq!(app.audit("approval.approve").await[0].details["comment"], "checked with HR");
+}

@@ -41,6 +41,8 @@ pub struct PageQuery {
     result: String,
     #[serde(default)]
     after: String,
+    #[serde(default, rename = "approvalId")]
+    approval_id: String,
 }
 
 fn instant(text: &str, end_of_day: bool) -> Result<Option<OffsetDateTime>, AppError> {
@@ -127,6 +129,11 @@ pub async fn page(
         result: some(&q.result),
         limit: Some(50),
         after: some(&q.after),
+        approval_id: match q.approval_id.trim() {
+            "" => None,
+            id => Some(id.parse().map_err(|_| AppError::invalid("approvalId", "not an approval id"))?),
+        },
+        approval: None,
     };
     let (logs, next) = query::list(&state, &permit, &mut tx, &filter).await?;
     // Audit rows are timestamped by the database, so "now" is the database's.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Authenticated, Me, user::UserView},
-    authz::{Permission, Permit},
+    authz::{Permission, Permit, dual::Done},
     directory::{
         membership::{self, Approve},
         roles::{self, RoleView, UpdateRole},
@@ -42,8 +42,20 @@ fn outcome(path: &str, result: Result<(), AppError>) -> Response {
     Redirect::to(&format!("{path}?{code}")).into_response()
 }
 
+/// Like [`outcome`], for an operation under dual control: held, it says so.
+fn held_or_done<T>(path: &str, result: Result<Done<T>, AppError>) -> Response {
+    match result {
+        Ok(Done::Held(_)) => Redirect::to(&format!("{path}?done=held")).into_response(),
+        other => outcome(path, other.map(|_| ())),
+    }
+}
+
 fn message(done: &str, error: &str) -> (Option<&'static str>, Option<&'static str>) {
-    let notice = (done == "saved").then_some("Saved.");
+    let notice = match done {
+        "saved" => Some("Saved."),
+        "held" => Some("Waiting for approval: a second administrator must approve this on the approvals page."),
+        _ => None,
+    };
     let error = match error {
         "not_allowed" => Some("Not allowed: you cannot change your own access, or hand on more than you hold."),
         "conflict" => Some("Refused: the organisation must keep an active administrator, or the name is taken."),
@@ -103,7 +115,7 @@ pub async fn users_page(
     let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let query = ListQuery { status: some(&q.status), after: some(&q.after), limit: Some(50) };
     let (users, next) = users::list(&state, &permit, &mut tx, query).await?;
-    let nav = Nav::new(&me, &who, permit.subject());
+    let nav = Nav::new(&me, &who, permit.subject()).waiting(&mut tx, state.clock.now()).await?;
     let roles = sqlx::query_scalar("SELECT name FROM roles ORDER BY lower(name)").fetch_all(tx.conn()).await?;
     let departments =
         sqlx::query_scalar("SELECT name FROM departments ORDER BY lower(name)").fetch_all(tx.conn()).await?;
@@ -157,8 +169,7 @@ pub async fn update_user(
         clearance_level: changed(form.clearance_level, &form.current_clearance_level),
         status: changed(form.status, &form.current_status),
     };
-    let result = users::update(&state, &permit, &source, tx, id, input).await.map(|_| ());
-    outcome("/admin/users", result)
+    held_or_done("/admin/users", users::update(&state, &permit, &source, tx, id, input).await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,5 +302,5 @@ pub async fn update_role(
         portal: None,
         tier: None,
     };
-    outcome("/admin/roles", roles::update(&state, &permit, &source, tx, id, input).await.map(|_| ()))
+    held_or_done("/admin/roles", roles::update(&state, &permit, &source, tx, id, input).await)
 }

@@ -22,9 +22,12 @@ use super::{
     query::{self, LogFilter, LogView},
 };
 use crate::{
-    authz::Permit,
+    authz::{
+        Permit,
+        dual::{self, Gate, Hold, Operation},
+    },
     db::TenantTx,
-    http::{AppState, error::AppError},
+    http::{AppState, error::AppError, reply::held},
 };
 
 const PAGE: i64 = 1000;
@@ -86,14 +89,43 @@ pub async fn export(
     format: Format,
     mut filter: LogFilter,
 ) -> Result<Response, AppError> {
+    let run = filter.approval.take();
     filter.limit = Some(PAGE);
     filter.after = None;
     // Refuse a bad filter before recording anything: read the first page now.
     let (first, next) = query::list(state, permit, &mut tx, &filter).await?;
-    let entry = Entry::new(Action::AuditExport, Outcome::Success).details(json!({
+    let details = json!({
         "format": match format { Format::Csv => "csv", Format::Jsonl => "jsonl" },
         "filters": filter.to_query(),
-    }));
+    });
+    // Under dual control the export is requested first, and run once, by its
+    // requester, with `?approval=<id>` once approved.
+    let now = state.clock.now();
+    let route = match format {
+        Format::Csv => "GET /api/audit-logs/export.csv",
+        Format::Jsonl => "GET /api/audit-logs/export.jsonl",
+    };
+    let hold = Hold::new(Operation::AuditExport, route, "Export the audit log").body(&details).change(details.clone());
+    match run {
+        Some(id) => match dual::redeem(&mut tx, permit, source, id, &hold.request(), now).await? {
+            Ok(facts) => {
+                tx.under_approval(permit.user_id(), facts);
+            }
+            Err(refused) => {
+                tx.commit().await?;
+                return Err(refused.error);
+            }
+        },
+        None => match dual::gate(&mut tx, permit, source, hold, now).await? {
+            Ok(Gate::Proceed) => {}
+            Ok(Gate::Held(approval)) => {
+                tx.commit().await?;
+                return held(approval);
+            }
+            Err(denial) => return Err(crate::authz::refuse(tx, permit, source, denial).await),
+        },
+    }
+    let entry = Entry::new(Action::AuditExport, Outcome::Success).details(details);
     super::record(&mut tx, source, entry).await?;
     tx.commit().await?;
 

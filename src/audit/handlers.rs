@@ -95,11 +95,12 @@ pub fn api() -> Vec<Op> {
                  above the caller's clearance have their details withheld (`redacted`).",
             )
             .query::<query::LogFilter>()
+            .without_param("approval")
             .page::<query::LogView>("logs")
             .error(
                 422,
                 "`limit` is not between 1 and 1000, `result` is not `success` or `fail`, `ip` is not an address, \
-                 or `after` is not a cursor from a previous page",
+                 `after` is not a cursor from a previous page, or `approval` (exports only) is given",
             ),
         Op::get("/api/audit-logs/highlights", "Suspicious activity")
             .describe(
@@ -110,15 +111,17 @@ pub fn api() -> Vec<Op> {
             .query::<highlights::Range>()
             .ok::<Vec<highlights::Highlight>>("highlights")
             .error(422, "`from` is not before `to`"),
-        export_query(Op::get("/api/audit-logs/export.csv", "Export the audit log as CSV").describe(EXPORT))
+        export_query(Op::get("/api/audit-logs/export.csv", "Export the audit log as CSV").held().describe(EXPORT))
             .content(
                 "text/csv",
                 "CSV with a header row (`time, user, user_id, action, target_type, target_id, ip, user_agent, \
                  result, details, id`); cells a spreadsheet would take for a formula are prefixed with `'`",
             )
             .error(422, "`result` is not `success` or `fail`, or `ip` is not an address"),
-        export_query(Op::get("/api/audit-logs/export.jsonl", "Export the audit log as JSON Lines").describe(EXPORT))
-            .content("application/jsonl", "One entry (as in `GET /api/audit-logs`) per line")
-            .error(422, "`result` is not `success` or `fail`, or `ip` is not an address"),
+        export_query(
+            Op::get("/api/audit-logs/export.jsonl", "Export the audit log as JSON Lines").held().describe(EXPORT),
+        )
+        .content("application/jsonl", "One entry (as in `GET /api/audit-logs`) per line")
+        .error(422, "`result` is not `success` or `fail`, or `ip` is not an address"),
     ]
 }

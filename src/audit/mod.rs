@@ -71,6 +71,13 @@ pub enum Action {
     ApiKeyCreate,
     ApiKeyRevoke,
     AuthApiKey,
+    ApprovalRequest,
+    ApprovalApprove,
+    ApprovalDeny,
+    ApprovalCancel,
+    ApprovalExpire,
+    ApprovalExecute,
+    ApprovalPolicyChange,
 }
 
 impl Action {
@@ -126,6 +133,13 @@ impl Action {
             Action::ApiKeyCreate => "apikey.create",
             Action::ApiKeyRevoke => "apikey.revoke",
             Action::AuthApiKey => "auth.api_key",
+            Action::ApprovalRequest => "approval.request",
+            Action::ApprovalApprove => "approval.approve",
+            Action::ApprovalDeny => "approval.deny",
+            Action::ApprovalCancel => "approval.cancel",
+            Action::ApprovalExpire => "approval.expire",
+            Action::ApprovalExecute => "approval.execute",
+            Action::ApprovalPolicyChange => "approval.policy_change",
         }
     }
 }
@@ -238,6 +252,17 @@ pub async fn record(tx: &mut TenantTx, source: &Source, mut entry: Entry) -> Res
             }
             Value::Null => entry.details = serde_json::json!({ "apiKey": key }),
             _ => {}
+        }
+    }
+    // An operation run under an approval names it, its requester and approvers.
+    if let Some(facts) = tx.approval_facts() {
+        if entry.details.is_null() {
+            entry.details = Value::Object(Default::default());
+        }
+        if let Value::Object(map) = &mut entry.details {
+            for (k, v) in facts {
+                map.entry(k.clone()).or_insert_with(|| v.clone());
+            }
         }
     }
     let (target_type, target_id) = match entry.target {

@@ -145,6 +145,13 @@ pub struct LogFilter {
     #[param(minimum = 1, maximum = 1000)]
     #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// Only entries about this dual-control request (their `approvalId`).
+    #[serde(rename = "approvalId", skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<Uuid>,
+    /// Exports only: run the approved export request with this id (its
+    /// requester, once; the filters and format must be the request's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Uuid>,
     /// The `nextCursor` of the previous page.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[param(pattern = "@cursor")]
@@ -201,6 +208,9 @@ pub async fn list(
     tx: &mut TenantTx,
     filter: &LogFilter,
 ) -> Result<(Vec<LogView>, Option<String>), AppError> {
+    if filter.approval.is_some() {
+        return Err(AppError::invalid("approval", "runs an approved export; the list filters by approvalId"));
+    }
     let limit = filter.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::invalid("limit", "must be between 1 and 1000"));
@@ -240,6 +250,7 @@ pub async fn list(
            AND ($5::inet IS NULL OR a.ip = $5) \
            AND ($6::text IS NULL OR a.action = $6) AND ($7::text IS NULL OR a.result = $7) \
            AND ($8::timestamptz IS NULL OR (a.created_at, a.id) < ($8, $9)) \
+           AND ($12::text IS NULL OR a.details->>'approvalId' = $12) \
          ORDER BY a.created_at DESC, a.id DESC LIMIT $10"
     ))
     .bind(filter.from)
@@ -253,6 +264,7 @@ pub async fn list(
     .bind(after.map(|(_, id)| id))
     .bind(limit + 1)
     .bind(username.map(|name| state.login_names.digest(name)))
+    .bind(filter.approval_id.map(|id| id.to_string()))
     .fetch_all(tx.conn())
     .await?;
     let rows = rows.into_iter().map(|r| r.seen_by(permit.subject())).collect();

@@ -14,6 +14,7 @@
 //! - [`files`]: every decision about a document: mandatory access control
 //!   (clearance against classification) first, then the grant's scope.
 
+pub mod dual;
 pub mod files;
 mod permission;
 
@@ -49,6 +50,9 @@ pub struct Subject {
     /// A request made with an API key: the key, and the grants it is limited to
     /// (`None`: all of its owner's). The subject holds the intersection.
     key: Option<(Uuid, Option<BTreeMap<Permission, Scope>>)>,
+    /// Whether the subject stands on a session or key that must still exist
+    /// (false only for a requester whose approved request is being run).
+    bound: bool,
 }
 
 impl Subject {
@@ -70,6 +74,7 @@ impl Subject {
             clearance_rank,
             grants: widest(grants.iter().filter_map(|g| g.split_once(':'))),
             key: None,
+            bound: true,
         }
     }
 
@@ -113,7 +118,8 @@ impl Subject {
                           WHERE ur.user_id = u.id AND (ur.expires_at IS NULL OR ur.expires_at > $2)) \
              FROM users u JOIN clearance_levels c ON c.id = u.clearance_level_id \
              WHERE u.id = $1 AND u.status = 'active' \
-               AND CASE WHEN $4 THEN EXISTS (SELECT 1 FROM api_keys k WHERE k.id = $3 AND k.user_id = u.id \
+               AND CASE WHEN $5 THEN TRUE \
+                        WHEN $4 THEN EXISTS (SELECT 1 FROM api_keys k WHERE k.id = $3 AND k.user_id = u.id \
                                                AND k.revoked_at IS NULL AND k.expires_at > $2) \
                         ELSE EXISTS (SELECT 1 FROM sessions s WHERE s.id = $3 AND s.user_id = u.id) END",
         )
@@ -121,6 +127,7 @@ impl Subject {
         .bind(now)
         .bind(self.session_id)
         .bind(self.key.is_some())
+        .bind(!self.bound)
         .fetch_optional(tx.conn())
         .await?;
         Ok(row.map(|(department_id, clearance, clearance_rank, grants)| {
@@ -217,9 +224,52 @@ pub struct Permit {
     /// The route pattern and method, for the audit rows of later refusals.
     route: Arc<str>,
     method: Arc<str>,
+    /// The approved request this permit runs (see [`dual`]).
+    approval: Option<Arc<dual::Mark>>,
 }
 
 impl Permit {
+    /// A permit for `user_id` to run the request approved under `mark`, as
+    /// that user's grants are now in `tx`: `Ok(None)` when the user is no
+    /// longer active, a denial when they no longer hold `permission`.
+    pub async fn for_requester(
+        tx: &mut TenantTx,
+        user_id: Uuid,
+        permission: Permission,
+        route: &str,
+        mark: dual::Mark,
+        now: OffsetDateTime,
+    ) -> Result<Option<Result<Permit, Denial>>, sqlx::Error> {
+        let stub = Subject {
+            tenant_id: tx.tenant_id(),
+            user_id,
+            session_id: Uuid::nil(),
+            department_id: Uuid::nil(),
+            clearance: String::new(),
+            clearance_rank: 0,
+            grants: BTreeMap::new(),
+            key: None,
+            bound: false,
+        };
+        let Some(subject) = stub.reload(tx, now).await? else { return Ok(None) };
+        if !subject.holds(permission) {
+            return Ok(Some(Err(Denial::new(permission, "permission_revoked", INSUFFICIENT))));
+        }
+        let (method, route) = route.split_once(' ').unwrap_or(("POST", route));
+        Ok(Some(Ok(Permit {
+            subject: Arc::new(subject),
+            permission,
+            route: route.into(),
+            method: method.into(),
+            approval: Some(Arc::new(mark)),
+        })))
+    }
+
+    /// The approved request this permit runs, if any.
+    pub fn approval(&self) -> Option<&dual::Mark> {
+        self.approval.as_deref()
+    }
+
     pub fn subject(&self) -> &Subject {
         &self.subject
     }
@@ -342,7 +392,8 @@ pub async fn admit(
     source: &Source,
 ) -> Result<Permit, AppError> {
     if subject.holds(permission) {
-        return Ok(Permit { subject: Arc::new(subject), permission, route: route.into(), method: method.into() });
+        let (route, method) = (route.into(), method.into());
+        return Ok(Permit { subject: Arc::new(subject), permission, route, method, approval: None });
     }
     let entry = Entry::new(Action::RbacDenied, Outcome::Fail)
         .details(json!({ "permission": permission.as_str(), "route": route, "method": method }));

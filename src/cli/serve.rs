@@ -70,6 +70,11 @@ async fn maintain(state: AppState) {
             Ok(n) => tracing::info!(keys = n, "idempotency keys past 24 hours swept"),
             Err(e) => tracing::warn!(error = %e, "sweep of idempotency keys failed"),
         }
+        match crate::approvals::sweep(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(requests = n, "dual-control requests past their time expired"),
+            Err(e) => tracing::warn!(error = %e, "expiry of dual-control requests failed"),
+        }
         if let Err(e) = throttle::forget_old(&state).await {
             tracing::warn!(error = %e, "could not forget old attempt counters");
         }

@@ -83,7 +83,7 @@ impl Database {
             .bind(actor_text)
             .execute(&mut *tx)
             .await?;
-        Ok(TenantTx { tx, tenant, actor, api_key: None, attempt: false, log_reading: false })
+        Ok(TenantTx { tx, tenant, actor, api_key: None, approval: None, attempt: false, log_reading: false })
     }
 
     /// Opens a request's transaction in one round trip after `BEGIN`: the
@@ -132,7 +132,7 @@ impl Database {
         let mut tx = begin(&self.pool).await?;
         let row: Option<R> = sqlx::query_as(sql).bind(tenant).bind(hash).bind(now).fetch_optional(&mut *tx).await?;
         let actor = row.as_ref().map(&user_of);
-        Ok((TenantTx { tx, tenant, actor, api_key: None, attempt: false, log_reading: false }, row))
+        Ok((TenantTx { tx, tenant, actor, api_key: None, approval: None, attempt: false, log_reading: false }, row))
     }
 
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
@@ -191,6 +191,9 @@ pub struct TenantTx {
     actor: Option<Uuid>,
     /// The API key the request was made with: every audit row names it.
     api_key: Option<Uuid>,
+    /// The approval an operation runs under: its facts go into every audit
+    /// row written while it is set.
+    approval: Option<serde_json::Map<String, serde_json::Value>>,
     /// Whether [`TenantTx::savepoint`] marked an attempt.
     attempt: bool,
     /// Whether [`TenantTx::for_log_reading`] ran.
@@ -215,6 +218,24 @@ impl TenantTx {
     /// Marks this transaction as acting through API key `key`.
     pub fn through_key(&mut self, key: Uuid) {
         self.api_key = Some(key);
+    }
+
+    /// Runs the next statements for `actor` under an approval whose facts
+    /// (`approvalId`, `requestedBy`, `approvedBy`) every audit row then
+    /// carries; [`TenantTx::end_approval`] gives back the previous actor.
+    pub fn under_approval(&mut self, actor: Uuid, facts: serde_json::Map<String, serde_json::Value>) -> Option<Uuid> {
+        self.approval = Some(facts);
+        self.actor.replace(actor)
+    }
+
+    pub fn end_approval(&mut self, actor: Option<Uuid>) {
+        self.approval = None;
+        self.actor = actor;
+    }
+
+    /// The approval facts audit rows carry now (see [`TenantTx::under_approval`]).
+    pub fn approval_facts(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.approval.as_ref()
     }
 
     /// Prepares this transaction for reading the audit log: every later

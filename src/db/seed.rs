@@ -16,7 +16,7 @@ use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 use uuid::Uuid;
 
 use super::{Database, TenantTx};
-use crate::authz::{Permission, Scope};
+use crate::authz::{Permission, Scope, dual::Operation};
 
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -49,6 +49,33 @@ pub struct Preset {
     pub departments: Vec<DepartmentSeed>,
     #[serde(default)]
     pub roles: Vec<RoleSeed>,
+    /// Operations put under dual control (see `authz::dual`).
+    #[serde(default)]
+    pub dual_control: Option<DualControlSeed>,
+}
+
+/// A preset's dual control: which operations it puts under approval, and by
+/// whom (operation → role names; unnamed: holders of `admin.manage_roles`
+/// tenant-wide). Seeding only ever turns a policy on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DualControlSeed {
+    /// Operation names; `"*"` stands for every operation.
+    pub enabled: Vec<String>,
+    #[serde(default)]
+    pub approver_roles: BTreeMap<String, Vec<String>>,
+}
+
+impl DualControlSeed {
+    fn operations(&self) -> anyhow::Result<Vec<Operation>> {
+        for name in self.enabled.iter().chain(self.approver_roles.keys()) {
+            if name != "*" && Operation::parse(name).is_none() {
+                anyhow::bail!("dual_control names an unknown operation {name:?}");
+            }
+        }
+        let all = self.enabled.iter().any(|n| n == "*");
+        Ok(Operation::ALL.into_iter().filter(|op| all || self.enabled.iter().any(|n| n == op.as_str())).collect())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +147,9 @@ impl Preset {
         for role in &preset.roles {
             role.grants()?;
         }
+        if let Some(dual) = &preset.dual_control {
+            dual.operations()?;
+        }
         Ok(preset)
     }
 
@@ -141,6 +171,8 @@ pub struct SeedReport {
     pub roles_present: Vec<String>,
     pub clearance_levels: Vec<String>,
     pub departments: Vec<String>,
+    /// Dual-control policies turned on.
+    pub policies: Vec<String>,
 }
 
 impl std::fmt::Display for SeedReport {
@@ -149,12 +181,13 @@ impl std::fmt::Display for SeedReport {
         write!(
             f,
             "tenant created: {}; roles added: {}; roles already present (unchanged): {}; \
-             clearance levels added: {}; departments added: {}",
+             clearance levels added: {}; departments added: {}; dual-control policies turned on: {}",
             if self.tenant_created { "yes" } else { "no" },
             list(&self.roles),
             list(&self.roles_present),
             list(&self.clearance_levels),
-            list(&self.departments)
+            list(&self.departments),
+            list(&self.policies)
         )
     }
 }
@@ -253,6 +286,26 @@ async fn apply(tx: &mut TenantTx, preset: &Preset, report: &mut SeedReport) -> a
             insert_grant(tx, role_id, permission, scope).await?;
         }
         report.roles.push(role.name.clone());
+    }
+    if let Some(dual) = &preset.dual_control {
+        for op in dual.operations()? {
+            let approvers = dual.approver_roles.get(op.as_str()).cloned().unwrap_or_default();
+            // Turns a policy on (with the preset's approvers when it had none); never off.
+            let changed = sqlx::query(
+                "INSERT INTO approval_policies (tenant_id, operation, enabled, approver_roles, timeout_hours) \
+                 VALUES ($1, $2, true, $3, $4) \
+                 ON CONFLICT (tenant_id, operation) DO UPDATE SET enabled = true WHERE NOT approval_policies.enabled",
+            )
+            .bind(tenant)
+            .bind(op.as_str())
+            .bind(&approvers)
+            .bind(op.default_timeout_hours())
+            .execute(tx.conn())
+            .await?;
+            if changed.rows_affected() > 0 {
+                report.policies.push(op.as_str().to_string());
+            }
+        }
     }
     Ok(())
 }

@@ -11,17 +11,20 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Attempt, attempt, begin, settle, targets::manageable};
+use super::{Attempt, Gate, Hold, attempt, begin, gate, settle, targets::manageable};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     auth::{apikeys, lockout, mfa::store, own, session},
-    authz::Permit,
+    authz::{
+        Permit,
+        dual::{Done, Operation},
+    },
     db::TenantTx,
     http::{AppState, error::AppError},
 };
 
 /// Why a user's second factors are reset (kept in the audit row).
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetMfa {
     /// 1 to 500 characters after trimming.
@@ -58,29 +61,49 @@ pub async fn reset_mfa(
     mut tx: TenantTx,
     id: Uuid,
     input: ResetMfa,
-) -> Result<Reset, AppError> {
+) -> Result<Done<Reset>, AppError> {
+    let outcome = reset_attempt(state, permit, source, &mut tx, id, input).await;
+    settle(tx, permit, source, outcome).await
+}
+
+/// The route of [`reset_mfa`], as stored with a held request.
+pub const ROUTE_RESET: &str = "POST /api/users/{id}/mfa/reset";
+
+pub async fn reset_attempt(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: &mut TenantTx,
+    id: Uuid,
+    input: ResetMfa,
+) -> Attempt<Done<Reset>> {
     let reason = input.reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(AppError::invalid("reason", "say why, in at most 500 characters"));
+        return Err(AppError::invalid("reason", "say why, in at most 500 characters").into());
     }
-    let outcome: Attempt<Reset> = async {
-        let now = state.clock.now();
-        let permit = &begin(&mut tx, permit, now).await?;
-        manageable(&mut tx, permit, id, now, false).await?;
-        let removed = store::methods(&mut tx, id).await?;
-        store::delete_totp(&mut tx, id).await?;
-        sqlx::query("DELETE FROM mfa_webauthn WHERE user_id = $1").bind(id).execute(tx.conn()).await?;
-        store::delete_recovery_codes(&mut tx, id).await?;
-        let sessions_ended = session::delete_all_of(&mut tx, id).await?;
-        apikeys::revoke_all(&mut tx, source, id, "mfa_reset", now).await?;
-        let entry = Entry::new(Action::AuthMfaReset, Outcome::Success)
-            .target("user", id)
-            .details(json!({ "reason": reason, "removed": removed, "sessionsEnded": sessions_ended }));
-        audit::record(&mut tx, source, entry).await?;
-        Ok(Reset { removed, sessions_ended })
+    let now = state.clock.now();
+    let permit = &begin(tx, permit, now).await?;
+    let target = manageable(tx, permit, id, now, false).await?;
+    let removed = store::methods(tx, id).await?;
+    let summary = format!("Reset the second factors of {}", target.username);
+    let hold = Hold::new(Operation::MfaReset, ROUTE_RESET, summary)
+        .params(json!({ "id": id }))
+        .body(&input)
+        .change(json!({ "reason": reason, "before": { "factors": removed }, "after": { "factors": [] } }))
+        .target("user", id);
+    if let Gate::Held(approval) = gate(tx, permit, source, hold, now).await? {
+        return Ok(Done::Held(approval));
     }
-    .await;
-    settle(tx, permit, source, outcome).await
+    store::delete_totp(tx, id).await?;
+    sqlx::query("DELETE FROM mfa_webauthn WHERE user_id = $1").bind(id).execute(tx.conn()).await?;
+    store::delete_recovery_codes(tx, id).await?;
+    let sessions_ended = session::delete_all_of(tx, id).await?;
+    apikeys::revoke_all(tx, source, id, "mfa_reset", now).await?;
+    let entry = Entry::new(Action::AuthMfaReset, Outcome::Success)
+        .target("user", id)
+        .details(json!({ "reason": reason, "removed": removed, "sessionsEnded": sessions_ended }));
+    audit::record(tx, source, entry).await?;
+    Ok(Done::Now(Reset { removed, sessions_ended }))
 }
 
 /// `GET /api/users/{id}/sessions`: the user's live sessions.

@@ -17,7 +17,7 @@ use crate::{
         guard::Tx,
         json::ApiJson,
         params::{ApiPath, ApiQuery},
-        reply::{Answer, committed, created, no_content, ok},
+        reply::{Answer, committed, created, done, no_content, ok},
     },
 };
 
@@ -60,7 +60,7 @@ pub async fn update_user(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<users::UpdateUser>,
 ) -> Answer {
-    ok("user", users::update(&s, &permit, &src, tx, id, input).await?)
+    done(users::update(&s, &permit, &src, tx, id, input).await?, |user| ok("user", user))
 }
 
 pub async fn delete_user(
@@ -70,8 +70,7 @@ pub async fn delete_user(
     Tx(tx): Tx,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer {
-    users::delete(&s, &permit, &src, tx, id).await?;
-    no_content()
+    done(users::delete(&s, &permit, &src, tx, id).await?, |()| no_content())
 }
 
 pub async fn assign_role(
@@ -82,8 +81,8 @@ pub async fn assign_role(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<membership::AssignRole>,
 ) -> Answer {
-    let (user, new) = membership::assign_role(&s, &permit, &src, tx, id, input).await?;
-    if new { created("user", user) } else { ok("user", user) }
+    let assigned = membership::assign_role(&s, &permit, &src, tx, id, input).await?;
+    done(assigned, |(user, new)| if new { created("user", user) } else { ok("user", user) })
 }
 
 pub async fn revoke_role(
@@ -105,7 +104,7 @@ pub async fn reset_mfa(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<factors::ResetMfa>,
 ) -> Answer {
-    ok("reset", factors::reset_mfa(&s, &permit, &src, tx, id, input).await?)
+    done(factors::reset_mfa(&s, &permit, &src, tx, id, input).await?, |reset| ok("reset", reset))
 }
 
 pub async fn user_sessions(
@@ -216,7 +215,7 @@ pub async fn update_role(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<roles::UpdateRole>,
 ) -> Answer {
-    ok("role", roles::update(&s, &permit, &src, tx, id, input).await?)
+    done(roles::update(&s, &permit, &src, tx, id, input).await?, |role| ok("role", role))
 }
 
 pub async fn delete_role(
@@ -355,6 +354,7 @@ pub fn api() -> Vec<Op> {
             .error(403, "the user is outside the caller's `users.view` scope")
             .error(404, "no such user"),
         Op::put("/api/users/{id}", "Change a user")
+            .held()
             .describe(
                 "Changes only the fields given. A new password ends the user's sessions; `role` replaces every \
                  role the user holds. Nobody changes their own password, role, department or clearance level \
@@ -380,6 +380,7 @@ pub fn api() -> Vec<Op> {
                  department or clearance level by that name",
             ),
         Op::delete("/api/users/{id}", "Delete a user")
+            .held()
             .no_content()
             .error(403, NOT_MANAGEABLE)
             .error(404, "no such user")
@@ -400,6 +401,7 @@ pub fn api() -> Vec<Op> {
             .error(409, "the account is not waiting for approval")
             .error(422, "there is no role by that name, or no role to give"),
         Op::post("/api/users/{id}/mfa/reset", "Reset a user's second factors")
+            .held()
             .describe(
                 "Removes the user's authenticator app, passkeys and recovery codes, ends their sessions and revokes \
                  their API keys, recording the reason. Not for one's own factors (those are changed at `/me/mfa`).",
@@ -438,6 +440,7 @@ pub fn api() -> Vec<Op> {
             .error(404, "no such user")
             .error(409, "the account is not waiting for approval"),
         Op::post("/api/users/{id}/roles", "Give a user a role")
+            .held()
             .describe(
                 "Assigns the role, optionally until `expiresAt`; for a role the user holds, changes its expiry. \
                  Nobody changes their own roles.",
@@ -481,6 +484,7 @@ pub fn api() -> Vec<Op> {
             ),
         Op::get("/api/roles/{id}", "Get a role").ok::<roles::RoleView>("role").error(404, "no such role"),
         Op::put("/api/roles/{id}", "Change a role")
+            .held()
             .describe(
                 "Changes only the fields given; `permissions`, when given, is the role's whole set of grants. \
                  Any change needs the caller to hold every grant of the role, at the same or a wider scope.",

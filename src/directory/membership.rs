@@ -1,7 +1,7 @@
 //! Who holds which role: assignment (with an optional expiry) and revocation,
 //! and approval or rejection of self-registered accounts (seed 003).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -15,7 +15,10 @@ use super::{
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     auth::user::{self, UserView},
-    authz::Permit,
+    authz::{
+        Permit,
+        dual::{self, Done, Gate, Hold, Operation},
+    },
     db::TenantTx,
     http::{AppState, error::AppError},
 };
@@ -98,7 +101,7 @@ fn rfc3339(t: Option<OffsetDateTime>) -> Value {
 }
 
 /// A role to give a user, with an optional expiry.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssignRole {
     /// The role's name (matched case-insensitively after trimming; 422 when
@@ -111,7 +114,8 @@ pub struct AssignRole {
 }
 
 /// Gives the user a role (or changes the expiry of one they hold). True when the
-/// assignment is new.
+/// assignment is new. A privileged role waits for approval where the tenant's
+/// `role.assign_privileged` policy says so.
 pub async fn assign_role(
     state: &AppState,
     permit: &Permit,
@@ -119,37 +123,60 @@ pub async fn assign_role(
     mut tx: TenantTx,
     id: Uuid,
     input: AssignRole,
-) -> Result<(UserView, bool), AppError> {
-    let outcome = async {
-        let now = state.clock.now();
-        if input.expires_at.is_some_and(|e| e <= now) {
-            return Err(AppError::invalid("expiresAt", "must be in the future").into());
-        }
-        let permit = &super::begin(&mut tx, permit, now).await?;
-        manageable(&mut tx, permit, id, now, false).await?;
-        let role = grantable_role(&mut tx, permit, &input.role).await?;
-        let admins_before = super::administrator_count(&mut tx).await?;
-        let before: Option<Option<OffsetDateTime>> =
-            sqlx::query_scalar("SELECT expires_at FROM user_roles WHERE user_id = $1 AND role_id = $2")
-                .bind(id)
-                .bind(role.id)
-                .fetch_optional(tx.conn())
-                .await?;
-        assign(&mut tx, permit, id, role.id, input.expires_at).await?;
-        // An expiry on the last permanent administrator's assignment is a demotion in waiting.
-        super::keep_an_administrator(&mut tx, admins_before, Action::RoleAssign, ("user", id)).await?;
-        let entry = Entry::new(Action::RoleAssign, Outcome::Success).target("user", id).details(json!({
-            "role": role.name,
-            "before": before.map(|e| json!({ "expiresAt": rfc3339(e) })),
-            "after": { "expiresAt": rfc3339(input.expires_at) },
-        }));
-        audit::record(&mut tx, source, entry).await?;
-        let view = user::load_view(&mut tx, id, now).await?.ok_or(AppError::NotFound)?;
-        Ok((view, before.is_none()))
-    }
-    .await;
+) -> Result<Done<(UserView, bool)>, AppError> {
+    let outcome = assign_attempt(state, permit, source, &mut tx, id, input).await;
     super::settle(tx, permit, source, outcome).await
 }
+
+pub async fn assign_attempt(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: &mut TenantTx,
+    id: Uuid,
+    input: AssignRole,
+) -> Attempt<Done<(UserView, bool)>> {
+    let now = state.clock.now();
+    if input.expires_at.is_some_and(|e| e <= now) {
+        return Err(AppError::invalid("expiresAt", "must be in the future").into());
+    }
+    let permit = &super::begin(tx, permit, now).await?;
+    let target = manageable(tx, permit, id, now, false).await?;
+    let role = grantable_role(tx, permit, &input.role).await?;
+    let admins_before = super::administrator_count(tx).await?;
+    let before: Option<Option<OffsetDateTime>> =
+        sqlx::query_scalar("SELECT expires_at FROM user_roles WHERE user_id = $1 AND role_id = $2")
+            .bind(id)
+            .bind(role.id)
+            .fetch_optional(tx.conn())
+            .await?;
+    let change = json!({
+        "role": role.name,
+        "before": before.map(|e| json!({ "expiresAt": rfc3339(e) })),
+        "after": { "expiresAt": rfc3339(input.expires_at) },
+    });
+    if dual::any_privileged(role.grants.keys().copied()) {
+        let summary = format!("Assign the role {} to {}", role.name, target.username);
+        let hold = Hold::new(Operation::RoleAssignPrivileged, ROUTE_ASSIGN, summary)
+            .params(json!({ "id": id }))
+            .body(&input)
+            .change(change.clone())
+            .target("user", id);
+        if let Gate::Held(approval) = super::gate(tx, permit, source, hold, now).await? {
+            return Ok(Done::Held(approval));
+        }
+    }
+    assign(tx, permit, id, role.id, input.expires_at).await?;
+    // An expiry on the last permanent administrator's assignment is a demotion in waiting.
+    super::keep_an_administrator(tx, admins_before, Action::RoleAssign, ("user", id)).await?;
+    let entry = Entry::new(Action::RoleAssign, Outcome::Success).target("user", id).details(change);
+    audit::record(tx, source, entry).await?;
+    let view = user::load_view(tx, id, now).await?.ok_or(AppError::NotFound)?;
+    Ok(Done::Now((view, before.is_none())))
+}
+
+/// The route of [`assign_role`], as stored with a held request.
+pub const ROUTE_ASSIGN: &str = "POST /api/users/{id}/roles";
 
 pub async fn revoke_role(
     state: &AppState,

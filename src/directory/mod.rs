@@ -35,6 +35,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use uuid::Uuid;
 
+pub use crate::authz::dual::{Gate, Hold};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     authz::{self, Denial, Permit},
@@ -94,6 +95,19 @@ pub async fn begin(tx: &mut TenantTx, permit: &Permit, now: time::OffsetDateTime
     tx.savepoint().await?;
     lock_administration(tx).await?;
     Ok(permit.recheck(tx, now).await??)
+}
+
+/// Holds the operation `hold` describes for approval where its policy says
+/// so (see [`authz::dual::gate`]); call it after every check, before the
+/// first write.
+pub async fn gate(
+    tx: &mut TenantTx,
+    permit: &Permit,
+    source: &Source,
+    hold: Hold,
+    now: time::OffsetDateTime,
+) -> Attempt<Gate> {
+    Ok(authz::dual::gate(tx, permit, source, hold, now).await??)
 }
 
 /// Answers an operation's outcome and commits `tx`: the change with its audit

@@ -18,10 +18,13 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Attempt, Refused, clean_description, clean_name, conflict_on_duplicate, nullable};
+use super::{Attempt, Gate, Hold, Refused, clean_description, clean_name, conflict_on_duplicate, nullable};
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
-    authz::{Permission, Permit, Scope, Subject},
+    authz::{
+        Permission, Permit, Scope, Subject,
+        dual::{self, Done, Operation},
+    },
     db::{
         TenantTx,
         seed::{DEFAULT_ROLE, insert_grant},
@@ -160,7 +163,7 @@ pub async fn get(state: &AppState, tx: &mut TenantTx, id: Uuid) -> Result<RoleVi
 }
 
 /// A permission's value in a written `permissions` object.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum GrantValue {
     Flag(bool),
@@ -324,32 +327,32 @@ fn grant_list(grants: &Grants) -> Value {
 /// absent or `null` are left as they are; `sessionTimeoutMinutes`, `mfaType`,
 /// `portal` and `tier` absent are left, `null` clears them. The caller must
 /// hold everything the role grants (before and after) to change anything.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateRole {
     /// As in `CreateRole`; the default role of registrations keeps its name (409).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 64, pattern = "@text")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
     /// When present, the role's whole permission set.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = super::role_schema::permissions_or_null_schema)]
     pub permissions: Option<PermissionsInput>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i32>, minimum = 1, maximum = 1440)]
     pub session_timeout_minutes: Option<Option<i32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires_mfa: Option<bool>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<super::role_schema::MfaType>)]
     pub mfa_type: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, max_length = 64, pattern = "@text")]
     pub portal: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i32>, minimum = 1, maximum = 9)]
     pub tier: Option<Option<i32>>,
 }
@@ -361,23 +364,49 @@ pub async fn update(
     mut tx: TenantTx,
     id: Uuid,
     input: UpdateRole,
-) -> Result<RoleView, AppError> {
+) -> Result<Done<RoleView>, AppError> {
     let outcome = update_attempt(state, permit, source, &mut tx, id, input).await;
     super::settle(tx, permit, source, outcome).await
 }
 
-async fn update_attempt(
+/// The route of [`update`], as stored with a held request.
+pub const ROUTE_UPDATE: &str = "PUT /api/roles/{id}";
+
+pub async fn update_attempt(
     state: &AppState,
     permit: &Permit,
     source: &Source,
     tx: &mut TenantTx,
     id: Uuid,
     input: UpdateRole,
-) -> Attempt<RoleView> {
+) -> Attempt<Done<RoleView>> {
     let now = state.clock.now();
     let permit = &super::begin(tx, permit, now).await?;
     let before_view = views(tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
     let admins_before = super::administrator_count(tx).await?;
+    if let Some(wanted) = &input.permissions {
+        let current = grants_of(tx, id).await?;
+        let wanted = parse_grants(wanted, &current)?;
+        let widened: Vec<Value> = dual::PRIVILEGED
+            .iter()
+            .filter_map(|p| {
+                let after = wanted.get(p)?;
+                let before = current.get(p);
+                (before < Some(after)).then(|| json!({ "permission": p.as_str(), "before": before, "after": after }))
+            })
+            .collect();
+        if !widened.is_empty() {
+            let summary = format!("Widen the role {}", before_view.name);
+            let hold = Hold::new(Operation::RoleWiden, ROUTE_UPDATE, summary)
+                .params(json!({ "id": id }))
+                .body(&input)
+                .change(json!({ "role": before_view.name, "widened": widened }))
+                .target("role", id);
+            if let Gate::Held(approval) = super::gate(tx, permit, source, hold, now).await? {
+                return Ok(Done::Held(approval));
+            }
+        }
+    }
     let mut changes = serde_json::Map::new();
     let mut change = |field: &str, before: Value, after: Value| {
         if before != after {
@@ -463,7 +492,7 @@ async fn update_attempt(
     }
 
     let view = views(tx, now, Some(id)).await?.pop().ok_or(AppError::NotFound)?;
-    Ok(view)
+    Ok(Done::Now(view))
 }
 
 /// Moves a role from `current` to `wanted` grants, one audit row per change.

@@ -2,13 +2,13 @@
 //! self-registered accounts are in `membership`.
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    Attempt,
+    Attempt, Gate, Hold,
     targets::{grantable_role, in_scope, manageable, self_change, snapshot},
 };
 use crate::{
@@ -18,7 +18,10 @@ use crate::{
         password::check_policy,
         user::{self, CreateUserError, ListFilter, NewUser, UserView},
     },
-    authz::{Permit, Scope},
+    authz::{
+        Permit, Scope,
+        dual::{self, Done, Operation},
+    },
     db::TenantTx,
     http::{AppState, error::AppError},
 };
@@ -202,7 +205,23 @@ async fn create_attempt(
     let permit = &super::begin(tx, permit, now).await?;
     let role = grantable_role(tx, permit, &input.role).await?;
     let (_, department) = placeable_department(tx, permit, &input.department).await?;
-    let (_, clearance, _) = grantable_clearance(tx, permit, &input.clearance_level).await?;
+    let (_, clearance, rank) = grantable_clearance(tx, permit, &input.clearance_level).await?;
+    // An account is not born with what dual control would hold for an existing one.
+    if dual::any_privileged(role.grants.keys().copied()) && dual::holds(tx, Operation::RoleAssignPrivileged).await? {
+        return Err(AppError::Conflict(
+            "Privileged roles are assigned under dual control: create the account with another role, then \
+             assign this one"
+                .into(),
+        )
+        .into());
+    }
+    if rank >= highest_clearance(tx).await? && dual::holds(tx, Operation::UserClearanceRaise).await? {
+        return Err(AppError::Conflict(
+            "The highest clearance is given under dual control: create the account with a lower one, then raise it"
+                .into(),
+        )
+        .into());
+    }
     let new = NewUser {
         username,
         email,
@@ -240,31 +259,31 @@ async fn create_attempt(
 
 /// Changes to an account: each field absent or `null` is left as it is. Nobody
 /// changes their own password, role, department or clearance level here (403).
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateUser {
     /// As in `CreateUser`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "@username")]
     pub username: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 254, pattern = "@email")]
     pub email: Option<String>,
     /// A new password (as in `CreateUser`): ends every session of the user.
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 1024, pattern = r"^[^\x00]*$")]
     pub password: Option<SecretString>,
     /// Replaces every role the user holds with this one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[^\x00]*$", example = "student")]
     pub role: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[^\x00]*$", example = "General")]
     pub department: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[^\x00]*$", example = "public")]
     pub clearance_level: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<UserStatus>)]
     pub status: Option<String>,
 }
@@ -283,19 +302,22 @@ pub async fn update(
     mut tx: TenantTx,
     id: Uuid,
     input: UpdateUser,
-) -> Result<UserView, AppError> {
+) -> Result<Done<UserView>, AppError> {
     let outcome = update_attempt(state, permit, source, &mut tx, id, input).await;
     super::settle(tx, permit, source, outcome).await
 }
 
-async fn update_attempt(
+/// The route of [`update`], as stored with a held request.
+pub const ROUTE_UPDATE: &str = "PUT /api/users/{id}";
+
+pub async fn update_attempt(
     state: &AppState,
     permit: &Permit,
     source: &Source,
     tx: &mut TenantTx,
     id: Uuid,
     input: UpdateUser,
-) -> Attempt<UserView> {
+) -> Attempt<Done<UserView>> {
     let now = state.clock.now();
     // A new password is hashed before the administration lock is taken, so the
     // tenant's other changes of authority never wait on Argon2.
@@ -362,6 +384,50 @@ async fn update_attempt(
     if !suspending {
         change("status", &before.status, status);
     }
+    let new_role = match &input.role {
+        Some(name) => Some(grantable_role(tx, permit, name).await?),
+        None => None,
+    };
+    // What dual control holds: a privileged role, or the highest clearance.
+    let mut held = Vec::new();
+    if new_role.as_ref().is_some_and(|r| dual::any_privileged(r.grants.keys().copied())) {
+        held.push(Operation::RoleAssignPrivileged);
+    }
+    if let Some((_, _, rank)) = &clearance
+        && *rank > before.clearance_rank
+        && *rank >= highest_clearance(tx).await?
+    {
+        held.push(Operation::UserClearanceRaise);
+    }
+    if let Some((&first, rest)) = held.split_first() {
+        let mut parts = Vec::new();
+        if let Some(role) = &new_role {
+            parts.push(format!("make {} their only role (now {})", role.name, before.roles.join(", ")));
+        }
+        if let Some((_, name, _)) = &clearance {
+            parts.push(format!("clearance {} (now {})", name, before.clearance_level));
+        }
+        let summary = format!("Change the account {}: {}", before.username, parts.join("; "));
+        let mut hold = Hold::new(first, ROUTE_UPDATE, summary)
+            .params(json!({ "id": id }))
+            .body(&input)
+            .change(json!({ "username": username, "changes": changes.clone(), "role": input.role }))
+            .target("user", id);
+        for op in rest {
+            hold = hold.also(*op);
+        }
+        if input.password.is_some() {
+            for op in &held {
+                if dual::holds(tx, *op).await? {
+                    let message = "this change waits for approval, and a password never does: set it on its own";
+                    return Err(AppError::invalid("password", message).into());
+                }
+            }
+        }
+        if let Gate::Held(approval) = super::gate(tx, permit, source, hold, now).await? {
+            return Ok(Done::Held(approval));
+        }
+    }
     let updated = sqlx::query(
         "UPDATE users SET username = $2, email = $3, department_id = $4, \
              clearance_level_id = COALESCE($5, clearance_level_id), status = $6, \
@@ -397,9 +463,8 @@ async fn update_attempt(
         }));
         audit::record(tx, source, entry).await?;
     }
-    if let Some(role) = &input.role {
-        let role = grantable_role(tx, permit, role).await?;
-        super::membership::replace_roles(tx, permit, source, id, &role).await?;
+    if let Some(role) = &new_role {
+        super::membership::replace_roles(tx, permit, source, id, role).await?;
     }
 
     let action = if suspending {
@@ -411,7 +476,12 @@ async fn update_attempt(
     };
     super::keep_an_administrator(tx, admins_before, action, ("user", id)).await?;
     let view = user::load_view(tx, id, now).await?.ok_or(AppError::NotFound)?;
-    Ok(view)
+    Ok(Done::Now(view))
+}
+
+/// The rank of the tenant's highest clearance level.
+async fn highest_clearance(tx: &mut TenantTx) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(max(level), 0) FROM clearance_levels").fetch_one(tx.conn()).await
 }
 
 pub async fn delete(
@@ -420,29 +490,45 @@ pub async fn delete(
     source: &Source,
     mut tx: TenantTx,
     id: Uuid,
-) -> Result<(), AppError> {
-    let outcome = async {
-        let now = state.clock.now();
-        let permit = &super::begin(&mut tx, permit, now).await?;
-        let before = manageable(&mut tx, permit, id, now, true).await?;
-        let admins_before = super::administrator_count(&mut tx).await?;
-        let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await;
-        if let Err(sqlx::Error::Database(e)) = &deleted
-            && e.is_foreign_key_violation()
-        {
-            return Err(AppError::Conflict(
-                "This account still owns documents; suspend it, or delete its documents first".into(),
-            )
-            .into());
-        }
-        deleted?;
-        super::keep_an_administrator(&mut tx, admins_before, Action::UserDelete, ("user", id)).await?;
-        let entry = Entry::new(Action::UserDelete, Outcome::Success).target("user", id).details(json!({
-            "before": snapshot(&before)
-        }));
-        audit::record(&mut tx, source, entry).await?;
-        Ok(())
-    }
-    .await;
+) -> Result<Done<()>, AppError> {
+    let outcome = delete_attempt(state, permit, source, &mut tx, id).await;
     super::settle(tx, permit, source, outcome).await
+}
+
+/// The route of [`delete`], as stored with a held request.
+pub const ROUTE_DELETE: &str = "DELETE /api/users/{id}";
+
+pub async fn delete_attempt(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: &mut TenantTx,
+    id: Uuid,
+) -> Attempt<Done<()>> {
+    let now = state.clock.now();
+    let permit = &super::begin(tx, permit, now).await?;
+    let before = manageable(tx, permit, id, now, true).await?;
+    let admins_before = super::administrator_count(tx).await?;
+    let change = json!({ "before": snapshot(&before) });
+    let hold = Hold::new(Operation::UserDelete, ROUTE_DELETE, format!("Delete the account {}", before.username))
+        .params(json!({ "id": id }))
+        .change(change.clone())
+        .target("user", id);
+    if let Gate::Held(approval) = super::gate(tx, permit, source, hold, now).await? {
+        return Ok(Done::Held(approval));
+    }
+    let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await;
+    if let Err(sqlx::Error::Database(e)) = &deleted
+        && e.is_foreign_key_violation()
+    {
+        return Err(AppError::Conflict(
+            "This account still owns documents; suspend it, or delete its documents first".into(),
+        )
+        .into());
+    }
+    deleted?;
+    super::keep_an_administrator(tx, admins_before, Action::UserDelete, ("user", id)).await?;
+    let entry = Entry::new(Action::UserDelete, Outcome::Success).target("user", id).details(change);
+    audit::record(tx, source, entry).await?;
+    Ok(Done::Now(()))
 }

@@ -22,7 +22,7 @@ use crate::{
         idempotency::Idempotency,
         json::ApiJson,
         params::{ApiPath, ApiQuery},
-        reply::{Answer, created, no_content, ok},
+        reply::{Answer, created, done, no_content, ok},
     },
 };
 
@@ -82,7 +82,7 @@ pub async fn classify(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<manage::Reclassify>,
 ) -> Answer {
-    ok("file", manage::classify(&s, &permit, &src, tx, id, input).await?)
+    done(manage::classify(&s, &permit, &src, tx, id, input).await?, |file| ok("file", file))
 }
 
 pub async fn delete(
@@ -211,6 +211,7 @@ pub fn api() -> Vec<Op> {
             )
             .error(404, "no such file"),
         Op::patch("/api/files/{id}", "Reclassify a file")
+            .held()
             .describe(
                 "Raising needs a clearance at least the new level; lowering is recorded as `file.declassify`. \
                  Either needs `file.classify` over the file.",

@@ -15,6 +15,7 @@ use crate::{
     audit::{self, Action, Entry, Outcome, Source},
     authz::{
         Permit,
+        dual::{self, Done, Gate, Hold, Operation},
         files::{self as decide, FileOp, Refusal},
     },
     db::TenantTx,
@@ -72,7 +73,7 @@ pub async fn get(
 }
 
 /// A new classification for a file.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reclassify {
     /// The classification level's name (case-insensitive, trimmed; 422 when
@@ -82,7 +83,8 @@ pub struct Reclassify {
 }
 
 /// `PATCH /api/files/{id}`: raising needs a clearance at least the new level
-/// (`file.classify`); lowering is recorded as `file.declassify`.
+/// (`file.classify`); lowering is recorded as `file.declassify`, and waits for
+/// approval where the tenant's `file.declassify` policy says so.
 pub async fn classify(
     state: &AppState,
     permit: &Permit,
@@ -90,16 +92,53 @@ pub async fn classify(
     mut tx: TenantTx,
     id: Uuid,
     input: Reclassify,
-) -> Result<FileView, AppError> {
-    let file = catalog::stored(&mut tx, id, permit.user_id(), state.clock.now(), true).await?;
-    let (level_id, level) = catalog::level_named(&mut tx, input.classification.trim())
+) -> Result<Done<FileView>, AppError> {
+    match classify_in(state, permit, source, &mut tx, id, input).await? {
+        Ok(done) => {
+            tx.commit().await?;
+            Ok(done)
+        }
+        Err(refusal) => Err(refused(tx, permit, source, refusal).await),
+    }
+}
+
+/// The route of [`classify`], as stored with a held request.
+pub const ROUTE_CLASSIFY: &str = "PATCH /api/files/{id}";
+
+/// [`classify`] in `tx`, which it neither commits nor records refusals in.
+pub async fn classify_in(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    tx: &mut TenantTx,
+    id: Uuid,
+    input: Reclassify,
+) -> Result<Result<Done<FileView>, Refusal>, AppError> {
+    let now = state.clock.now();
+    let file = catalog::stored(tx, id, permit.user_id(), now, true).await?;
+    let (level_id, level) = catalog::level_named(tx, input.classification.trim())
         .await?
         .ok_or_else(|| AppError::invalid("classification", "no such classification level"))?;
     if let Err(refusal) = decide::decide_classify(permit, &file.facts, &level) {
-        return Err(refused(tx, permit, source, refusal).await);
+        return Ok(Err(refusal));
     }
     let before = &file.facts.classification;
     if level.rank != before.rank {
+        let change = json!({ "name": file.name, "before": before.name, "after": level.name });
+        if level.rank < before.rank {
+            let summary = format!("Lower the classification of {} from {} to {}", file.name, before.name, level.name);
+            let hold = Hold::new(Operation::FileDeclassify, ROUTE_CLASSIFY, summary)
+                .params(json!({ "id": id }))
+                .body(&input)
+                .change(change.clone())
+                .target("file", id)
+                .classified(before.rank);
+            match dual::gate(tx, permit, source, hold, now).await? {
+                Err(denial) => return Ok(Err(Refusal::Rbac(denial))),
+                Ok(Gate::Held(approval)) => return Ok(Ok(Done::Held(approval))),
+                Ok(Gate::Proceed) => {}
+            }
+        }
         sqlx::query("UPDATE files SET classification_id = $2 WHERE id = $1")
             .bind(id)
             .bind(level_id)
@@ -108,17 +147,11 @@ pub async fn classify(
         let action = if level.rank > before.rank { Action::FileClassify } else { Action::FileDeclassify };
         let entry = Entry::new(action, Outcome::Success)
             .target("file", id)
-            .details(json!({
-                "name": file.name,
-                "before": before.name,
-                "after": level.name,
-            }))
+            .details(change)
             .classified(level.rank.max(before.rank));
-        audit::record(&mut tx, source, entry).await?;
+        audit::record(tx, source, entry).await?;
     }
-    let view = catalog::view(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(view)
+    Ok(Ok(Done::Now(catalog::view(tx, id).await?)))
 }
 
 /// `DELETE /api/files/{id}`: the row (and its shares) goes with its audit row

@@ -102,6 +102,13 @@ impl Op {
         self
     }
 
+    /// Leaves out the query parameter `name` (one that another operation
+    /// sharing the query type takes, and this one refuses).
+    pub fn without_param(mut self, name: &str) -> Op {
+        self.params.retain(|p| p["name"] != name);
+        self
+    }
+
     /// A path parameter that is not a UUID (every other `{name}` is one).
     pub fn path_param<T: ToSchema>(mut self, name: &'static str) -> Op {
         let schema = reference::<T>(&mut self.components);
@@ -134,6 +141,15 @@ impl Op {
         Vec<T>: ToSchema,
     {
         self.answers(200, Reply::new().field::<Vec<T>>(key).field::<Option<String>>("nextCursor"))
+    }
+
+    /// 202 `{approval}`: the operation is under dual control and waits for
+    /// a second person (`authz::dual`).
+    pub fn held(self) -> Op {
+        let reply = Reply::new()
+            .field::<crate::authz::dual::ApprovalView>("approval")
+            .describe("Held for approval: nothing changed yet; the request waits for a second, eligible person");
+        self.answers(202, reply)
     }
 
     /// 204 without a body.

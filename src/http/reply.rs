@@ -8,7 +8,7 @@ use axum::{
 use serde_json::json;
 
 use super::error::AppError;
-use crate::db::TenantTx;
+use crate::{authz::dual::Done, db::TenantTx};
 
 /// What an API handler returns.
 pub type Answer = Result<Response, AppError>;
@@ -29,4 +29,18 @@ pub async fn committed(tx: TenantTx, key: &str, value: impl serde::Serialize) ->
 
 pub fn no_content() -> Answer {
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `202 {"approval": …}`: the operation waits for a second person.
+pub fn held(approval: impl serde::Serialize) -> Answer {
+    Ok((StatusCode::ACCEPTED, Json(json!({ "approval": approval }))).into_response())
+}
+
+/// The answer to an operation under dual control: `now`'s when it ran, 202
+/// with the approval when it waits.
+pub fn done<T>(done: Done<T>, now: impl FnOnce(T) -> Answer) -> Answer {
+    match done {
+        Done::Now(v) => now(v),
+        Done::Held(approval) => held(approval),
+    }
 }

@@ -136,7 +136,7 @@ pub async fn page(
         after: q.after.clone().filter(|s| !s.is_empty()),
     };
     let (files, next) = manage::list(&state, &permit, &mut tx, list).await?;
-    let nav = Nav::new(&me, &who, subject);
+    let nav = Nav::new(&me, &who, subject).waiting(&mut tx, state.clock.now()).await?;
     let levels: Vec<(String, String)> =
         sqlx::query_as("SELECT name, color FROM clearance_levels WHERE level <= $1 ORDER BY level")
             .bind(subject.clearance_rank)

@@ -151,9 +151,22 @@ pub struct Nav {
     pub incidents: bool,
     pub users: bool,
     pub roles: bool,
+    /// Dual-control requests waiting for this user's approval (see [`Nav::waiting`]).
+    pub approvals: i64,
+    user_id: uuid::Uuid,
 }
 
 impl Nav {
+    /// This header with the count of requests waiting for the user to approve.
+    pub async fn waiting(
+        mut self,
+        tx: &mut crate::db::TenantTx,
+        now: time::OffsetDateTime,
+    ) -> Result<Nav, sqlx::Error> {
+        self.approvals = crate::approvals::waiting_for(tx, self.user_id, now).await?;
+        Ok(self)
+    }
+
     /// The header of a page that needs no permission (MFA enrolment, step-up):
     /// who is signed in and the logout form, no other links.
     pub fn plain(me: &Me, who: &Authenticated) -> Nav {
@@ -164,6 +177,8 @@ impl Nav {
             incidents: false,
             users: false,
             roles: false,
+            approvals: 0,
+            user_id: who.user_id,
         }
     }
 
@@ -177,6 +192,8 @@ impl Nav {
             incidents: subject.holds(Permission::IncidentManage),
             users: subject.holds(Permission::UsersView),
             roles: subject.holds(Permission::AdminManageRoles),
+            approvals: 0,
+            user_id: who.user_id,
         }
     }
 }
