@@ -496,8 +496,8 @@ async fn an_api_key_cannot_request_an_operation_under_dual_control() {
 }
 
 #[tokio::test]
-async fn an_account_is_not_created_with_what_dual_control_would_hold() {
-    let app = TestApp::spawn().await;
+async fn an_account_is_not_created_or_approved_with_what_dual_control_would_hold() {
+    let app = TestApp::spawn_with(|c| c.registration = fortifile::config::Registration::Approval).await;
     enable(&app, "role.assign_privileged", 1).await;
     let a = app.admin().await;
     let body = |role: &str| {
@@ -506,6 +506,12 @@ async fn an_account_is_not_created_with_what_dual_control_would_hold() {
     };
     assert_eq!(a.post("/api/users", body("admin")).await.0, StatusCode::CONFLICT);
     assert_eq!(a.post("/api/users", body("staff")).await.0, StatusCode::CREATED);
+    // Nor is a self-registered account approved into one.
+    assert_eq!(app.register("pat").await.status(), StatusCode::CREATED);
+    let pat = app.user_id("pat").await;
+    let path = format!("/api/users/{pat}/approve");
+    assert_eq!(a.post(&path, json!({ "role": "admin" })).await.0, StatusCode::CONFLICT);
+    assert_eq!(a.post(&path, json!({ "role": "student" })).await.0, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -251,6 +251,17 @@ pub async fn approve(
             return Err(AppError::invalid("role", "name the role to give this account").into());
         };
         let role = grantable_role(&mut tx, permit, &role_name).await?;
+        // Like a new account, an approved one is not born with what dual control would hold.
+        if dual::any_privileged(role.grants.keys().copied())
+            && dual::holds(&mut tx, Operation::RoleAssignPrivileged).await?
+        {
+            return Err(AppError::Conflict(
+                "Privileged roles are assigned under dual control: approve the account with another role, then \
+                 assign this one"
+                    .into(),
+            )
+            .into());
+        }
         sqlx::query("UPDATE users SET status = 'active', requested_role = NULL WHERE id = $1")
             .bind(id)
             .execute(tx.conn())
