@@ -81,6 +81,7 @@ fn routes(state: AppState) -> Routes {
             admin::approvals::change_policy,
         )
         .page_guarded(M::GET, "/admin/logs", AdminViewLogs, admin::logs::page)
+        .page_guarded(M::POST, "/admin/logs/verify", AdminViewLogs, admin::integrity::verify)
         .page_guarded(M::GET, "/admin/incidents", IncidentManage, admin::incidents::list)
         .page_guarded(M::GET, "/admin/incidents/new", IncidentManage, admin::incidents::new)
         .page_guarded(M::GET, "/admin/incidents/{id}", IncidentManage, admin::incidents::detail)
@@ -167,6 +168,11 @@ fn routes(state: AppState) -> Routes {
         .guarded(M::GET, "/api/audit-logs/highlights", AdminViewLogs, audit::highlights)
         .guarded_step_up(M::GET, "/api/audit-logs/export.csv", AdminViewLogs, audit::export_csv)
         .guarded_step_up(M::GET, "/api/audit-logs/export.jsonl", AdminViewLogs, audit::export_jsonl)
+        .guarded(M::GET, "/api/audit-logs/checkpoints", AdminViewLogs, audit::checkpoints)
+        .guarded(M::GET, "/api/audit-logs/chain", AdminViewLogs, audit::chain)
+        .guarded(M::POST, "/api/audit-logs/verify", AdminViewLogs, audit::verify)
+        .guarded_step_up(M::POST, "/api/audit-logs/purge", AdminManageRoles, audit::purge) // audit.purge
+        .guarded_step_up(M::PUT, "/api/audit-logs/legal-hold", AdminManageRoles, audit::legal_hold) // audit.legal_hold
         .guarded(M::POST, "/admin/incidents", IncidentManage, incidents::create) // JSON, or the page's form
         .idempotent()
         .guarded(M::PATCH, "/admin/incidents/{id}", IncidentManage, incidents::update)

@@ -78,6 +78,56 @@ pub struct Config {
     /// `FORTIFILE_ANON_RATE_LIMIT`: requests without a credential per client
     /// address (`None`: off).
     pub anon_rate_limit: Option<RateLimit>,
+    /// The audit chain's signing key, checkpoints, retention and forwarding.
+    pub audit: AuditSettings,
+}
+
+/// `FORTIFILE_AUDIT_*`.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// `FORTIFILE_AUDIT_SIGNING_KEY` (an Ed25519 seed, 64 hex characters);
+    /// `None`: `audit-signing.key` under the data directory.
+    pub signing_key: Option<SecretString>,
+    /// `FORTIFILE_AUDIT_CHECKPOINT_MINUTES`: how often the chain's head is signed.
+    pub checkpoint_every: Duration,
+    /// `FORTIFILE_AUDIT_RETENTION_DAYS`: how long rows are kept (at least 365).
+    pub retention_days: u32,
+    /// `FORTIFILE_AUDIT_SYSLOG`: where every row is forwarded, if anywhere.
+    pub syslog: Option<SyslogTarget>,
+}
+
+/// A syslog receiver: `tcp://HOST:PORT`, `tls://HOST:PORT` or `udp://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogTarget {
+    pub transport: SyslogTransport,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    Tcp,
+    Tls,
+    Udp,
+}
+
+impl SyslogTarget {
+    pub fn parse(value: &str) -> Result<SyslogTarget, String> {
+        let url = Url::parse(value.trim())
+            .map_err(|_| format!("expected tcp://HOST:PORT, tls:// or udp://, got {value:?}"))?;
+        let transport = match url.scheme() {
+            "tcp" => SyslogTransport::Tcp,
+            "tls" => SyslogTransport::Tls,
+            "udp" => SyslogTransport::Udp,
+            other => return Err(format!("the scheme must be tcp, tls or udp, got {other:?}")),
+        };
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("the URL names no host")?;
+        let port = url.port().ok_or("the URL names no port")?;
+        if url.path().len() > 1 || url.query().is_some() || !url.username().is_empty() {
+            return Err("only a scheme, host and port are expected".into());
+        }
+        Ok(SyslogTarget { transport, host: host.trim_matches(['[', ']']).to_string(), port })
+    }
 }
 
 /// "At most `requests` requests within `seconds` seconds" (`REQUESTS/SECONDS`).
@@ -282,6 +332,22 @@ impl Config {
                     bad("FORTIFILE_STEP_UP_MINUTES", format!("expected whole minutes from 1 to 1440, got {v:?}"))
                 })?,
         };
+        let whole = |var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>, unit: &str| match get(var) {
+            None => Ok(default),
+            Some(v) => v.trim().parse::<u64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+                bad(var, format!("expected whole {unit} from {} to {}, got {v:?}", range.start(), range.end()))
+            }),
+        };
+        let audit = AuditSettings {
+            signing_key: get("FORTIFILE_AUDIT_SIGNING_KEY").map(SecretString::from),
+            checkpoint_every: Duration::from_secs(
+                60 * whole("FORTIFILE_AUDIT_CHECKPOINT_MINUTES", 60, 1..=1440, "minutes")?,
+            ),
+            retention_days: whole("FORTIFILE_AUDIT_RETENTION_DAYS", 2557, 365..=36525, "days")? as u32,
+            syslog: get("FORTIFILE_AUDIT_SYSLOG")
+                .map(|v| SyslogTarget::parse(&v).map_err(|m| bad("FORTIFILE_AUDIT_SYSLOG", m)))
+                .transpose()?,
+        };
         let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
         let db_pool_size = match get("FORTIFILE_DB_POOL_SIZE") {
             None => (2 * cores + 2).clamp(4, 64),
@@ -313,7 +379,13 @@ impl Config {
             rate_limit,
             anon_rate_limit,
             db_pool_size,
+            audit,
         })
+    }
+
+    /// The audit signing key file used when `FORTIFILE_AUDIT_SIGNING_KEY` is unset.
+    pub fn audit_signing_key_file(&self) -> PathBuf {
+        self.data_dir.join("audit-signing.key")
     }
 
     /// The master key file used when `FORTIFILE_MASTER_KEY` is unset.
@@ -426,6 +498,10 @@ mod tests {
             ("FORTIFILE_DASHBOARD_TIMEOUT", "forever"),
             ("FORTIFILE_REGISTRATION_LIMIT", "twenty"),
             ("FORTIFILE_DB_POOL_SIZE", "0"),
+            ("FORTIFILE_AUDIT_RETENTION_DAYS", "364"),
+            ("FORTIFILE_AUDIT_CHECKPOINT_MINUTES", "0"),
+            ("FORTIFILE_AUDIT_SYSLOG", "http://siem:514"),
+            ("FORTIFILE_AUDIT_SYSLOG", "tcp://siem"),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);
@@ -457,6 +533,19 @@ mod tests {
         assert_eq!(c.highlights.failed_logins, Threshold { count: 5, minutes: 15 });
         assert_eq!(c.highlights.mac_denials, Threshold { count: 3, minutes: 60 });
         assert_eq!(c.highlights.bulk_downloads, Threshold { count: 100, minutes: 5 });
+    }
+
+    #[test]
+    fn audit_settings_default_to_seven_years_and_hourly_checkpoints_and_take_a_syslog_receiver() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.audit.retention_days, 2557);
+        assert_eq!(c.audit.checkpoint_every, Duration::from_secs(3600));
+        assert!(c.audit.syslog.is_none());
+        let c =
+            with(&[("FORTIFILE_AUDIT_SYSLOG", "udp://[::1]:5514"), ("FORTIFILE_AUDIT_RETENTION_DAYS", "365")]).unwrap();
+        let target = c.audit.syslog.unwrap();
+        assert_eq!((target.transport, target.host.as_str(), target.port), (SyslogTransport::Udp, "::1", 5514));
+        assert_eq!(c.audit.retention_days, 365);
     }
 
     #[test]

@@ -16,5 +16,7 @@ pub mod directory;
 pub mod files;
 pub mod http;
 pub mod incidents;
+pub mod keyfile;
 pub mod openapi;
+pub mod storage;
 pub mod web;

@@ -405,7 +405,7 @@ async fn disabling_a_policy_is_itself_held_for_approval() {
     assert_eq!(policy["policy"]["enabled"], false);
     assert_eq!(app.audit("approval.policy_change").await[1].details["approvalId"], id.as_str());
     let (_, all) = a.get("/api/approval-policies").await;
-    assert_eq!(all["policies"].as_array().unwrap().len(), 8);
+    assert_eq!(all["policies"].as_array().unwrap().len(), 10);
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use time::{Date, Duration, OffsetDateTime, macros::format_description};
 use crate::{
     audit::{
         highlights::{self, Highlight},
+        integrity::{self, ChainState},
         query::{self, LogFilter, LogView},
     },
     auth::{Authenticated, Me},
@@ -95,6 +96,8 @@ struct LogsPage {
     q: PageQuery,
     /// The current filter as a query string (for exports and the next page).
     filter_query: String,
+    /// The audit chain's state, with the "Verify integrity" action.
+    chain: ChainState,
 }
 
 impl LogsPage {
@@ -145,10 +148,11 @@ pub async fn page(
     let range = highlights::Range { from: Some(from), to: Some(to) };
     let highlights = highlights::find(&state, &mut tx, &range).await?;
     let chart = chart(&mut tx, &filter, from, to).await?;
+    let chain = integrity::state(&state, &mut tx).await?;
     tx.commit().await?;
     let nav = Nav::new(&me, &who, permit.subject());
     let filter_query = LogFilter { limit: None, after: None, ..filter }.to_query();
-    Ok(render(&LogsPage { nav, logs, next, highlights, chart, q, filter_query }))
+    Ok(render(&LogsPage { nav, logs, next, highlights, chart, q, filter_query, chain }))
 }
 
 /// Successes and failures per hour (per day past three days) in the range,

@@ -4,5 +4,6 @@
 
 pub mod approvals;
 pub mod incidents;
+pub mod integrity;
 pub mod logs;
 pub mod people;

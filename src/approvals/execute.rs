@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    audit::{self, Action, Outcome, Source},
+    audit::{self, Action, Outcome, Source, holds},
     authz::{
         Permission, Permit,
         dual::{self, Done, Locked, Mark},
@@ -65,6 +65,13 @@ fn ran<T>(outcome: Attempt<Done<T>>) -> Result<bool, Failed> {
     Ok(matches!(outcome?, Done::Now(_)))
 }
 
+fn gated<T>(outcome: holds::Gated<T>) -> Result<bool, Failed> {
+    match outcome? {
+        Ok(done) => Ok(matches!(done, Done::Now(_))),
+        Err(denial) => Err(Failed::Reason(denial.reason.into())),
+    }
+}
+
 /// The permission the request's route requires.
 fn permission_of(route: &str) -> Option<Permission> {
     Some(match route {
@@ -72,6 +79,7 @@ fn permission_of(route: &str) -> Option<Permission> {
         users::ROUTE_UPDATE | factors::ROUTE_RESET => Permission::UsersEdit,
         users::ROUTE_DELETE => Permission::UsersDelete,
         manage::ROUTE_CLASSIFY => Permission::FileClassify,
+        holds::ROUTE_PURGE | holds::ROUTE_LEGAL_HOLD => Permission::AdminManageRoles,
         _ => return None,
     })
 }
@@ -126,6 +134,8 @@ async fn dispatch(
                 Err(Refusal::Mac(_)) => Err(Failed::Reason("mac_denied".into())),
             }
         }
+        holds::ROUTE_PURGE => gated(holds::purge_in(state, permit, source, tx, state.clock.now()).await),
+        holds::ROUTE_LEGAL_HOLD => gated(holds::legal_hold_in(state, permit, source, tx, body(request)?).await),
         _ => Err(Failed::Reason("unknown_operation".into())),
     }
 }

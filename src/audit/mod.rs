@@ -5,11 +5,19 @@
 //! people's saved filters match on. Details never hold passwords, tokens or cookies;
 //! callers put only the facts of the decision in them.
 
+pub mod archive;
+pub mod chain;
+pub mod checkpoint;
 pub mod export;
 pub mod handlers;
 pub mod highlights;
+pub mod holds;
+pub mod integrity;
+pub mod jobs;
 pub mod names;
 pub mod query;
+pub mod retention;
+pub mod verify;
 
 use std::net::IpAddr;
 
@@ -78,6 +86,10 @@ pub enum Action {
     ApprovalExpire,
     ApprovalExecute,
     ApprovalPolicyChange,
+    AuditVerify,
+    AuditArchive,
+    AuditPurge,
+    AuditLegalHold,
 }
 
 impl Action {
@@ -140,6 +152,10 @@ impl Action {
             Action::ApprovalExpire => "approval.expire",
             Action::ApprovalExecute => "approval.execute",
             Action::ApprovalPolicyChange => "approval.policy_change",
+            Action::AuditVerify => "audit.verify",
+            Action::AuditArchive => "audit.archive",
+            Action::AuditPurge => "audit.purge",
+            Action::AuditLegalHold => "audit.legal_hold",
         }
     }
 }

@@ -42,10 +42,14 @@ pub enum Operation {
     MfaReset,
     #[serde(rename = "policy.change")]
     PolicyChange,
+    #[serde(rename = "audit.purge")]
+    AuditPurge,
+    #[serde(rename = "audit.legal_hold")]
+    AuditLegalHold,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 10] = [
         Operation::RoleAssignPrivileged,
         Operation::RoleWiden,
         Operation::UserClearanceRaise,
@@ -54,6 +58,8 @@ impl Operation {
         Operation::UserDelete,
         Operation::MfaReset,
         Operation::PolicyChange,
+        Operation::AuditPurge,
+        Operation::AuditLegalHold,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +72,8 @@ impl Operation {
             Operation::UserDelete => "user.delete",
             Operation::MfaReset => "mfa.reset",
             Operation::PolicyChange => "policy.change",
+            Operation::AuditPurge => "audit.purge",
+            Operation::AuditLegalHold => "audit.legal_hold",
         }
     }
 
@@ -94,6 +102,8 @@ impl Operation {
             Operation::UserDelete => "Deleting a user",
             Operation::MfaReset => "Resetting another user's second factors",
             Operation::PolicyChange => "Changing a dual-control policy",
+            Operation::AuditPurge => "Purging audit data past retention (after it is archived)",
+            Operation::AuditLegalHold => "Setting or clearing the legal hold on the audit log",
         }
     }
 }

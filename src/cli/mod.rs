@@ -1,6 +1,7 @@
-//! The `fortifile` command: `serve`, `migrate`, `seed`, `create-admin`.
+//! The `fortifile` command: `serve`, `migrate`, `seed`, `create-admin`, `audit`.
 
 mod admin;
+mod audit;
 mod serve;
 
 use std::process::ExitCode;
@@ -50,6 +51,12 @@ enum Command {
         /// The role to give (e.g. CompanyAdmin in a tenant seeded with `compliance`).
         #[arg(long, default_value = "admin")]
         role: String,
+    },
+    /// The audit log's integrity: verify the chain or an archive, print the
+    /// checkpoints' public key, list archives.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
 }
 
@@ -104,6 +111,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::CreateAdmin { username, email, tenant, role } => {
             admin::create_admin(&target, &admin::NewAdmin { username, email, tenant, role }).await
         }
+        Command::Audit { command } => audit::run(&config, &target, command).await,
     };
     target.shutdown().await;
     result

@@ -40,8 +40,11 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
     tracing::info!("FortiFile listening on http://{}", listener.local_addr()?);
 
     let maintenance = tokio::spawn(maintain(state.clone()));
-    let served = app::serve(listener, state, shutdown_signal()).await;
+    let sealing = tokio::spawn(audit::jobs::keep_sealed(state.clone()));
+    let served = app::serve(listener, state.clone(), shutdown_signal()).await;
     maintenance.abort();
+    sealing.abort();
+    audit::jobs::final_checkpoints(&state).await;
     db.close().await;
     served.context("serving HTTP")?;
     tracing::info!("shut down cleanly");
@@ -74,6 +77,13 @@ async fn maintain(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(requests = n, "dual-control requests past their time expired"),
             Err(e) => tracing::warn!(error = %e, "expiry of dual-control requests failed"),
+        }
+        match audit::retention::run(&state, state.clock.now()).await {
+            Ok(r) if r.archived.is_empty() && r.dropped.is_empty() => {}
+            Ok(r) => {
+                tracing::info!(archived = ?r.archived, dropped = ?r.dropped, waiting = ?r.waiting, "audit retention")
+            }
+            Err(e) => tracing::warn!(error = %e, "audit retention failed"),
         }
         if let Err(e) = throttle::forget_old(&state).await {
             tracing::warn!(error = %e, "could not forget old attempt counters");

@@ -143,6 +143,10 @@ impl Database {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(id).fetch_one(&self.pool).await
     }
 
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, sqlx::Error> {
+        sqlx::query_as("SELECT id, slug, name FROM tenants ORDER BY created_at").fetch_all(&self.pool).await
+    }
+
     pub async fn tenant_ids(&self) -> Result<Vec<Uuid>, sqlx::Error> {
         sqlx::query_scalar("SELECT id FROM tenants ORDER BY created_at").fetch_all(&self.pool).await
     }
@@ -160,6 +164,16 @@ impl Database {
     /// Keeps the audit log's monthly partitions `months_ahead` months ahead.
     pub async fn ensure_audit_partitions(&self, months_ahead: i32) -> Result<i32, sqlx::Error> {
         sqlx::query_scalar("SELECT audit_ensure_partitions($1)").bind(months_ahead).fetch_one(&self.pool).await
+    }
+
+    /// The audit log's partitions, by name (the catalogue, not tenant data).
+    pub async fn audit_partitions(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'audit_logs'::regclass ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub(crate) fn pool(&self) -> &PgPool {

@@ -26,7 +26,7 @@ use ring::{
     digest,
     rand::{SecureRandom, SystemRandom},
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use uuid::Uuid;
 
 pub const TAG_LEN: usize = 16;
@@ -101,41 +101,8 @@ impl MasterKey {
     /// a new random key and mode 0600 if it does not exist. A key file that
     /// others may read is refused.
     pub fn load(configured: Option<&SecretString>, path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        use std::{io::Write, os::unix::fs::OpenOptionsExt, os::unix::fs::PermissionsExt};
-        if let Some(secret) = configured {
-            return Self::from_hex(secret.expose_secret())
-                .context("FORTIFILE_MASTER_KEY: expected 64 hex characters (32 bytes), e.g. `openssl rand -hex 32`");
-        }
-        match std::fs::metadata(path) {
-            Ok(meta) => {
-                if meta.permissions().mode() & 0o077 != 0 {
-                    anyhow::bail!(
-                        "{}: the master key file must be readable by its owner only (chmod 600)",
-                        path.display()
-                    );
-                }
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                Self::from_hex(&text).with_context(|| format!("{}: expected 64 hex characters", path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                }
-                let bytes: [u8; KEY_LEN] = random().map_err(anyhow::Error::from)?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .with_context(|| format!("creating the master key file {}", path.display()))?;
-                file.write_all(format!("{}\n", hex::encode(bytes)).as_bytes())?;
-                file.sync_all()?;
-                tracing::warn!(path = %path.display(), "generated a new master key; back it up, files cannot be read without it");
-                Ok(Self::from_bytes(&bytes))
-            }
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        let bytes = crate::keyfile::load_32(configured, "FORTIFILE_MASTER_KEY", path, "master key")?;
+        Ok(Self::from_bytes(&bytes))
     }
 
     pub fn id(&self) -> &str {

@@ -23,15 +23,14 @@ pub mod handlers;
 pub mod manage;
 pub mod pending;
 pub mod shares;
-pub mod storage;
 pub mod upload;
 
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::storage::Storage;
 pub use catalog::FileView;
 use crypto::MasterKey;
-use storage::Storage;
 
 /// Where files go and the key that protects them.
 #[derive(Debug)]

@@ -29,7 +29,6 @@ use super::{
     crypto::Sealer,
     manage::refused,
     pending,
-    storage::{ObjectWriter, Storage},
 };
 use crate::{
     audit::{self, Action, Entry, Outcome, Source},
@@ -39,6 +38,7 @@ use crate::{
     },
     db::TenantTx,
     http::{AppState, error::AppError, idempotency::Idempotency},
+    storage::{ObjectWriter, Storage},
 };
 
 /// Bytes of the start of a file used to detect its type.

@@ -41,6 +41,8 @@ pub struct AppState {
     pub limits: Arc<ratelimit::RateLimits>,
     /// Keys the fingerprints of requests sent with an `Idempotency-Key`.
     pub fingerprints: idempotency::Fingerprints,
+    /// Signs the audit chain's checkpoints.
+    pub audit_key: Arc<crate::audit::checkpoint::AuditKey>,
 }
 
 impl AppState {
@@ -54,6 +56,10 @@ impl AppState {
             Ok(_) => tracing::info!("passkeys available"),
             Err(why) => tracing::warn!("passkeys unavailable: {why}"),
         }
+        let audit_key = crate::audit::checkpoint::AuditKey::load(
+            config.audit.signing_key.as_ref(),
+            &config.audit_signing_key_file(),
+        )?;
         let passwords = Passwords::new().await?;
         let limits = ratelimit::RateLimits::new(config.rate_limit, config.anon_rate_limit, clock.clone());
         let files_master_device_key = files.master.derive(crate::auth::lockout::DEVICE_PURPOSE);
@@ -69,6 +75,7 @@ impl AppState {
             passkeys: Arc::new(passkeys),
             limits: Arc::new(limits),
             fingerprints,
+            audit_key: Arc::new(audit_key),
         })
     }
 }

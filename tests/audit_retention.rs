@@ -1,0 +1,199 @@
+//! Audit retention (issue 16): a partition past retention is archived, read
+//! back, verified and dropped; the chain of the remaining rows goes on from
+//! the archive's last hash; a legal hold or a corrupted archive stops the
+//! purge; under dual control the purge waits for an approval.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestApp;
+use fortifile::{
+    audit::{chain, retention, verify},
+    clock::Clock,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::PgConnection;
+
+const OLD: &str = "audit_logs_2015_01";
+
+/// An expired month with `n` rows of the default tenant (written as the owner
+/// would have then), sealed before the rows written since.
+async fn old_month(app: &TestApp, n: i64) {
+    let mut conn = app.owner_conn().await;
+    sqlx::raw_sql(
+        "CREATE TABLE audit_logs_2015_01 PARTITION OF audit_logs FOR VALUES FROM ('2015-01-01 00:00:00+00') \
+         TO ('2015-02-01 00:00:00+00')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, false)")
+        .bind(app.default_tenant.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_logs (tenant_id, created_at, action, result, details) \
+         SELECT $1, '2015-01-10 08:00:00+00'::timestamptz + make_interval(mins => i::int), 'file.download', 'success', \
+                jsonb_build_object('i', i) FROM generate_series(1, $2::int) i",
+    )
+    .bind(app.default_tenant)
+    .bind(n)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    seal(app).await;
+}
+
+async fn seal(app: &TestApp) {
+    for _ in 0..600 {
+        chain::seal(&app.db, app.default_tenant).await.unwrap();
+        let mut tx = app.db.tenant_tx(app.default_tenant, None).await.unwrap();
+        let (left, _) = chain::unsealed(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("rows stayed unsealed");
+}
+
+async fn partition_exists(conn: &mut PgConnection) -> bool {
+    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(OLD).fetch_one(conn).await.unwrap()
+}
+
+async fn run(app: &TestApp) -> retention::Report {
+    retention::run(&app.state, app.clock.now()).await.unwrap()
+}
+
+async fn verified(app: &TestApp) -> verify::Verified {
+    let mut tx = app.db.tenant_tx(app.default_tenant, None).await.unwrap();
+    let v =
+        verify::tenant(&mut tx, &app.state.audit_key.public(), &[]).await.unwrap().unwrap_or_else(|b| panic!("{b}"));
+    tx.commit().await.unwrap();
+    v
+}
+
+fn object_key(app: &TestApp) -> String {
+    fortifile::audit::archive::object_key(app.default_tenant, OLD)
+}
+
+#[tokio::test]
+async fn an_expired_partition_is_archived_verified_and_dropped_and_the_chain_goes_on_from_the_archive() {
+    let app = TestApp::spawn().await;
+    old_month(&app, 25).await;
+    let admin = app.admin().await;
+    admin.post("/admin/incidents", json!({ "title": "after the old month", "severity": "low" })).await;
+    seal(&app).await;
+    let before = verified(&app).await;
+
+    let report = run(&app).await;
+    assert_eq!(report.dropped, [OLD], "{report:?}");
+    let mut conn = app.owner_conn().await;
+    assert!(!partition_exists(&mut conn).await);
+    // the archive is on the storage and verifies on its own
+    let checked =
+        retention::read_back(&app.state.files.storage, &app.state.audit_key.public(), &object_key(&app)).await.unwrap();
+    assert_eq!((checked.header.first_seq, checked.header.rows), (1, 25));
+    // the remaining rows chain to the archive's last hash
+    seal(&app).await;
+    let after = verified(&app).await;
+    assert_eq!(after.anchor, 25);
+    assert!(after.seq > before.seq, "the purge itself is recorded and sealed");
+    let archived = app.audit("audit.archive").await;
+    assert_eq!(archived.len(), 1);
+    assert_eq!(archived[0].details["rows"], 25);
+    assert_eq!(archived[0].details["key"], object_key(&app));
+    let purged = app.audit("audit.purge").await;
+    assert_eq!(purged.last().unwrap().details["partition"], OLD);
+    assert_eq!(purged.last().unwrap().details["rows"], 25);
+    // a second run finds nothing to do
+    let again = run(&app).await;
+    assert!(again.dropped.is_empty() && again.archived.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_legal_hold_stops_the_purge_until_it_is_lifted() {
+    let app = TestApp::spawn().await;
+    old_month(&app, 5).await;
+    let admin = app.admin().await;
+    let (status, body) = admin.put("/api/audit-logs/legal-hold", json!({ "hold": true, "reason": "" })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) =
+        admin.put("/api/audit-logs/legal-hold", json!({ "hold": true, "reason": "Matter 2026-114" })).await;
+    assert_eq!((status, &body["legalHold"]), (StatusCode::OK, &json!(true)), "{body}");
+    let report = run(&app).await;
+    assert!(report.dropped.is_empty() && report.waiting.iter().any(|w| w.contains("LegalHold")), "{report:?}");
+    assert!(partition_exists(&mut app.owner_conn().await).await);
+    let (status, _) = admin.post("/api/audit-logs/purge", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "no purge by hand either");
+    let student = app.signed_in_as("sam", "student", "public").await;
+    let (status, _) = student.put("/api/audit-logs/legal-hold", json!({ "hold": false, "reason": "x" })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    admin.put("/api/audit-logs/legal-hold", json!({ "hold": false, "reason": "Matter closed" })).await;
+    seal(&app).await;
+    assert_eq!(run(&app).await.dropped, [OLD]);
+    let holds = app.audit("audit.legal_hold").await;
+    assert_eq!(holds.len(), 2);
+    assert_eq!((holds[0].details["after"].clone(), holds[1].details["after"].clone()), (json!(true), json!(false)));
+}
+
+#[tokio::test]
+async fn a_corrupted_archive_is_refused_and_nothing_is_dropped() {
+    let app = TestApp::spawn().await;
+    old_month(&app, 8).await;
+    sqlx::query(
+        "INSERT INTO approval_policies (tenant_id, operation, enabled, timeout_hours) VALUES ($1, 'audit.purge', true, 24)",
+    )
+    .bind(app.default_tenant)
+    .execute(&mut app.owner_conn().await)
+    .await
+    .unwrap();
+    let report = run(&app).await;
+    assert!(report.dropped.is_empty() && report.archived.len() == 1, "archived, waiting for the purge: {report:?}");
+    let path = app.storage_dir().join(object_key(&app));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(
+        retention::read_back(&app.state.files.storage, &app.state.audit_key.public(), &object_key(&app)).await.is_err()
+    );
+    sqlx::query("UPDATE approval_policies SET enabled = false WHERE operation = 'audit.purge'")
+        .execute(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    assert!(retention::run(&app.state, app.clock.now()).await.is_err(), "the run stops at the bad archive");
+    assert!(partition_exists(&mut app.owner_conn().await).await);
+}
+
+#[tokio::test]
+async fn under_dual_control_the_purge_waits_for_a_second_administrator() {
+    let app = TestApp::spawn().await;
+    old_month(&app, 6).await;
+    sqlx::query(
+        "INSERT INTO approval_policies (tenant_id, operation, enabled, timeout_hours) VALUES ($1, 'audit.purge', true, 24)",
+    )
+    .bind(app.default_tenant)
+    .execute(&mut app.owner_conn().await)
+    .await
+    .unwrap();
+    let a = app.signed_in_as("alice", "admin", "restricted").await;
+    let b = app.signed_in_as("bob", "admin", "restricted").await;
+    assert!(run(&app).await.waiting.iter().any(|w| w.contains("audit.purge")));
+    let (status, body) = a.post("/api/audit-logs/purge", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["approval"]["id"].as_str().unwrap().to_string();
+    assert!(run(&app).await.dropped.is_empty(), "nothing goes before the approval");
+    let (status, body) = b.post(&format!("/api/approvals/{id}/approve"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["approval"]["status"], "executed", "{body}");
+    seal(&app).await;
+    assert_eq!(run(&app).await.dropped, [OLD]);
+    let release = app.audit("audit.purge").await;
+    assert_eq!(release[0].details["step"], "release");
+    assert_eq!(release[0].details["approvalId"], id.as_str());
+}
