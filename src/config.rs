@@ -94,6 +94,9 @@ pub struct AuditSettings {
     pub retention_days: u32,
     /// `FORTIFILE_AUDIT_SYSLOG`: where every row is forwarded, if anywhere.
     pub syslog: Option<SyslogTarget>,
+    /// `FORTIFILE_AUDIT_SYSLOG_CA`: the PEM certificate authorities that sign
+    /// the receiver's TLS certificate (default: the system's).
+    pub syslog_ca: Option<PathBuf>,
 }
 
 /// A syslog receiver: `tcp://HOST:PORT`, `tls://HOST:PORT` or `udp://HOST:PORT`.
@@ -347,6 +350,7 @@ impl Config {
             syslog: get("FORTIFILE_AUDIT_SYSLOG")
                 .map(|v| SyslogTarget::parse(&v).map_err(|m| bad("FORTIFILE_AUDIT_SYSLOG", m)))
                 .transpose()?,
+            syslog_ca: get("FORTIFILE_AUDIT_SYSLOG_CA").map(|p| PathBuf::from(p.trim())),
         };
         let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
         let db_pool_size = match get("FORTIFILE_DB_POOL_SIZE") {

@@ -532,3 +532,42 @@ async fn the_audit_log_filters_by_approval_id() {
     assert_eq!(a.get("/api/audit-logs?approval=x").await.0, StatusCode::UNPROCESSABLE_ENTITY);
     let _ = Uuid::nil();
 }
+
+#[tokio::test]
+async fn the_person_a_request_is_about_cannot_approve_it() {
+    let app = TestApp::spawn().await;
+    enable(&app, "user.clearance_raise", 1).await;
+    let a = app.signed_in_as("alice", "admin", "restricted").await;
+    let b = app.signed_in_as("bob", "admin", "confidential").await;
+    let c = app.signed_in_as("cleo", "admin", "restricted").await;
+    let bob = app.user_id("bob").await;
+    let (status, body) = a.put(&format!("/api/users/{bob}"), json!({ "clearanceLevel": "restricted" })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = approval_id(&body);
+    assert_eq!(b.post(&format!("/api/approvals/{id}/approve"), json!({})).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(last_reason(&app, "approval.approve").await, ("fail".into(), json!("beneficiary")));
+    assert_eq!(status_of(&app, &id).await, "pending");
+    assert_eq!(c.post(&format!("/api/approvals/{id}/approve"), json!({})).await.0, StatusCode::OK);
+    assert_eq!(status_of(&app, &id).await, "executed");
+}
+
+#[tokio::test]
+async fn a_vote_from_someone_who_lost_eligibility_since_no_longer_counts() {
+    let app = TestApp::spawn().await;
+    enable(&app, "user.delete", 2).await;
+    let (a, b) = two_admins(&app).await;
+    let c = app.signed_in_as("cleo", "admin", "restricted").await;
+    let d = app.signed_in_as("dora", "admin", "restricted").await;
+    let carol = app.create_user("carol", "student", "General", "public").await;
+    let (_, body) = a.delete(&format!("/api/users/{carol}")).await;
+    let id = approval_id(&body);
+    assert_eq!(b.post(&format!("/api/approvals/{id}/approve"), json!({})).await.0, StatusCode::OK);
+    // B is demoted: their approval stops counting.
+    let bob = app.user_id("bob").await;
+    assert_eq!(a.put(&format!("/api/users/{bob}"), json!({ "role": "staff" })).await.0, StatusCode::OK);
+    let (status, body) = c.post(&format!("/api/approvals/{id}/approve"), json!({})).await;
+    assert_eq!((status, &body["approval"]["status"]), (StatusCode::OK, &json!("pending")), "{body}");
+    assert_eq!(app.audit("approval.approve").await.last().unwrap().details["approvals"], 1);
+    let (_, body) = d.post(&format!("/api/approvals/{id}/approve"), json!({})).await;
+    assert_eq!(body["approval"]["status"], "executed", "{body}");
+}

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::TestApp;
+use common::{TestApp, seal_everything};
 use fortifile::{
     audit::{
         self, Action, Entry, Outcome, Source, chain,
@@ -26,22 +26,6 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
-
-/// Seals `tenant` until nothing is left unsealed (other tests' transactions on
-/// the same cluster can hold the horizon back for a while).
-async fn seal_everything(db: &Database, tenant: Uuid) {
-    for _ in 0..600 {
-        chain::seal(db, tenant).await.unwrap();
-        let mut tx = db.tenant_tx(tenant, None).await.unwrap();
-        let (left, _) = chain::unsealed(&mut tx).await.unwrap();
-        tx.commit().await.unwrap();
-        if left == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("rows of {tenant} stayed unsealed");
-}
 
 async fn verify(app: &TestApp, tenant: Uuid, outside: &[Checkpoint]) -> Result<verify::Verified, verify::Broken> {
     let mut tx = app.db.tenant_tx(tenant, None).await.unwrap();
@@ -335,4 +319,48 @@ async fn the_dashboard_verifies_integrity_and_shows_where_it_broke() {
     let rows = app.audit("audit.verify").await;
     assert_eq!(rows.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(), ["success", "fail"]);
     assert_eq!(rows[1].details["seq"], 4);
+}
+
+#[tokio::test]
+async fn when_the_audit_log_refuses_a_row_the_action_it_records_does_not_happen() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let mut conn = app.owner_conn().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.action = 'incident.create' THEN RAISE EXCEPTION 'no space' USING ERRCODE = '53100'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER full_disk BEFORE INSERT ON audit_logs FOR EACH ROW EXECUTE FUNCTION full_disk();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (status, body) = admin.post("/admin/incidents", json!({ "title": "not recorded", "severity": "low" })).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(!body.to_string().contains("no space"), "the body is generic: {body}");
+    let incidents: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(incidents, 0, "no incident without its audit row");
+}
+
+#[tokio::test]
+async fn rows_left_unsealed_for_long_show_as_an_alarm() {
+    let app = TestApp::spawn().await;
+    let t = app.default_tenant;
+    sealed_log(&app).await;
+    let admin = app.admin().await;
+    let (_, body) = admin.get("/api/audit-logs/chain").await;
+    assert_eq!(body["chain"]["sealingStuck"], false, "{body}");
+    // A row whose transaction is still open cannot be sealed; one written a
+    // minute "ago" and not sealed is what a stuck sealer leaves.
+    let mut conn = tamperer(&app, t).await;
+    sqlx::query("INSERT INTO audit_logs (tenant_id, created_at, action, result) VALUES ($1, now() - interval '1 minute', 'auth.login', 'success')")
+        .bind(t)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (_, body) = admin.get("/api/audit-logs/chain").await;
+    assert_eq!(body["chain"]["sealingStuck"], true, "{body}");
+    assert!(body["chain"]["unsealed"].as_i64().unwrap() >= 1);
+    let page = admin.client.get(app.url("/admin/logs")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"sealing-stuck\""));
 }

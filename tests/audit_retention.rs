@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestApp;
+use common::{TestApp, seal_everything};
 use fortifile::{
     audit::{chain, retention, verify},
     clock::Clock,
@@ -48,17 +48,18 @@ async fn old_month(app: &TestApp, n: i64) {
 }
 
 async fn seal(app: &TestApp) {
-    for _ in 0..600 {
-        chain::seal(&app.db, app.default_tenant).await.unwrap();
-        let mut tx = app.db.tenant_tx(app.default_tenant, None).await.unwrap();
-        let (left, _) = chain::unsealed(&mut tx).await.unwrap();
-        tx.commit().await.unwrap();
-        if left == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("rows stayed unsealed");
+    seal_everything(&app.db, app.default_tenant).await;
+}
+
+/// Puts `audit.purge` under dual control in the default tenant.
+async fn hold_purges(app: &TestApp) {
+    sqlx::query(
+        "INSERT INTO approval_policies (tenant_id, operation, enabled, timeout_hours) VALUES ($1, 'audit.purge', true, 24)",
+    )
+    .bind(app.default_tenant)
+    .execute(&mut app.owner_conn().await)
+    .await
+    .unwrap();
 }
 
 async fn partition_exists(conn: &mut PgConnection) -> bool {
@@ -110,6 +111,23 @@ async fn an_expired_partition_is_archived_verified_and_dropped_and_the_chain_goe
     let purged = app.audit("audit.purge").await;
     assert_eq!(purged.last().unwrap().details["partition"], OLD);
     assert_eq!(purged.last().unwrap().details["rows"], 25);
+    // and offline, with the binary, as an auditor would
+    let binary = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fortifile"))
+            .arg("audit")
+            .args(args)
+            .env("DATABASE_URL", app.owner_url())
+            .env("FORTIFILE_DATA_DIR", &*app.data)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = binary(&["verify", "--archive", &object_key(&app)]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("verified") && text.contains("rows 25"), "{text}");
+    let out = binary(&["archive", "--list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&object_key(&app)));
     // a second run finds nothing to do
     let again = run(&app).await;
     assert!(again.dropped.is_empty() && again.archived.is_empty(), "{again:?}");
@@ -145,13 +163,7 @@ async fn a_legal_hold_stops_the_purge_until_it_is_lifted() {
 async fn a_corrupted_archive_is_refused_and_nothing_is_dropped() {
     let app = TestApp::spawn().await;
     old_month(&app, 8).await;
-    sqlx::query(
-        "INSERT INTO approval_policies (tenant_id, operation, enabled, timeout_hours) VALUES ($1, 'audit.purge', true, 24)",
-    )
-    .bind(app.default_tenant)
-    .execute(&mut app.owner_conn().await)
-    .await
-    .unwrap();
+    hold_purges(&app).await;
     let report = run(&app).await;
     assert!(report.dropped.is_empty() && report.archived.len() == 1, "archived, waiting for the purge: {report:?}");
     let path = app.storage_dir().join(object_key(&app));
@@ -174,13 +186,7 @@ async fn a_corrupted_archive_is_refused_and_nothing_is_dropped() {
 async fn under_dual_control_the_purge_waits_for_a_second_administrator() {
     let app = TestApp::spawn().await;
     old_month(&app, 6).await;
-    sqlx::query(
-        "INSERT INTO approval_policies (tenant_id, operation, enabled, timeout_hours) VALUES ($1, 'audit.purge', true, 24)",
-    )
-    .bind(app.default_tenant)
-    .execute(&mut app.owner_conn().await)
-    .await
-    .unwrap();
+    hold_purges(&app).await;
     let a = app.signed_in_as("alice", "admin", "restricted").await;
     let b = app.signed_in_as("bob", "admin", "restricted").await;
     assert!(run(&app).await.waiting.iter().any(|w| w.contains("audit.purge")));

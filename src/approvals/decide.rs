@@ -94,9 +94,44 @@ async fn undecidable(
         Some((own.0, AppError::forbidden(own.1)))
     } else if !dual::eligible(tx, request.id, me, now).await? {
         Some(("not_eligible", AppError::forbidden("You are not eligible to decide this request")))
+    } else if benefits(tx, request, me).await? {
+        Some(("beneficiary", AppError::forbidden("You cannot decide a request that is about you or a role you hold")))
     } else {
         None
     })
+}
+
+/// Whether the request is about `me`: a change to my own account, or to a
+/// role I hold. Such a person is not the independent second pair of eyes.
+async fn benefits(tx: &mut TenantTx, request: &Locked, me: Uuid) -> Result<bool, sqlx::Error> {
+    let target: Option<Uuid> = request.target_id.as_deref().and_then(|t| t.parse().ok());
+    Ok(match (request.target_type.as_deref(), target) {
+        (Some("user"), Some(user)) => user == me,
+        (Some("role"), Some(role)) => {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role_id = $2)")
+                .bind(me)
+                .bind(role)
+                .fetch_one(tx.conn())
+                .await?
+        }
+        _ => false,
+    })
+}
+
+/// Approvals that count now: votes of people still eligible to give them (a
+/// vote from someone since demoted or suspended no longer counts).
+async fn standing_votes(tx: &mut TenantTx, id: Uuid, now: time::OffsetDateTime) -> Result<i64, sqlx::Error> {
+    let voters: Vec<Uuid> = sqlx::query_scalar("SELECT approver_id FROM approval_votes WHERE approval_id = $1")
+        .bind(id)
+        .fetch_all(tx.conn())
+        .await?;
+    let mut count = 0;
+    for voter in voters {
+        if dual::eligible(tx, id, voter, now).await? {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn is_expired(request: &Locked, now: time::OffsetDateTime) -> bool {
@@ -136,10 +171,7 @@ pub async fn approve(
         let error = AppError::Conflict("You have already approved this request".into());
         return refuse(tx, source, &request, action, "already_approved", error).await;
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM approval_votes WHERE approval_id = $1")
-        .bind(id)
-        .fetch_one(tx.conn())
-        .await?;
+    let count = standing_votes(&mut tx, id, now).await?;
     let entry = request.entry(
         action,
         Outcome::Success,

@@ -189,18 +189,42 @@ pub async fn ensure_head(tx: &mut TenantTx) -> Result<(), sqlx::Error> {
     .map(|_| ())
 }
 
-/// The tenant's chain head (after [`ensure_head`]).
+/// The tenant's chain head; before the first seal, the empty chain at its genesis.
 pub async fn head(tx: &mut TenantTx) -> Result<Head, sqlx::Error> {
-    ensure_head(tx).await?;
-    sqlx::query_as(head_select!()).bind(tx.tenant_id()).fetch_one(tx.conn()).await
+    let found: Option<Head> = sqlx::query_as(head_select!()).bind(tx.tenant_id()).fetch_optional(tx.conn()).await?;
+    Ok(found.unwrap_or_else(|| {
+        let genesis = genesis(tx.tenant_id()).to_vec();
+        Head {
+            seq: 0,
+            hash: genesis.clone(),
+            horizon: 0,
+            anchor_seq: 0,
+            anchor_hash: genesis,
+            archived_kept: 0,
+            legal_hold: false,
+            forwarded_seq: 0,
+            sealed_at: None,
+        }
+    }))
 }
 
 /// The head locked for this transaction, or `None` when another sealer,
 /// archiver or forwarder holds it.
 pub async fn lock_head(tx: &mut TenantTx, wait: bool) -> Result<Option<Head>, sqlx::Error> {
-    ensure_head(tx).await?;
     let sql =
         if wait { concat!(head_select!(), " FOR UPDATE") } else { concat!(head_select!(), " FOR UPDATE SKIP LOCKED") };
+    if let Some(head) = sqlx::query_as(sql).bind(tx.tenant_id()).fetch_optional(tx.conn()).await? {
+        return Ok(Some(head));
+    }
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_chain WHERE tenant_id = $1)")
+        .bind(tx.tenant_id())
+        .fetch_one(tx.conn())
+        .await?;
+    if exists {
+        return Ok(None);
+    }
+    // The tenant's first seal: the head is created (once, whoever wins).
+    ensure_head(tx).await?;
     sqlx::query_as(sql).bind(tx.tenant_id()).fetch_optional(tx.conn()).await
 }
 
@@ -221,6 +245,20 @@ pub async fn seal(db: &Database, tenant: Uuid) -> Result<Sealed, sqlx::Error> {
     let xmin: i64 = sqlx::query_scalar("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
         .fetch_one(tx.conn())
         .await?;
+    // Most seconds there is nothing to seal: find that out without a lock.
+    let seen = head(&mut tx).await?;
+    let pending: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM audit_logs WHERE tenant_id = $1 AND txid >= ($2::text)::xid8 \
+                        AND txid < ($3::text)::xid8)",
+    )
+    .bind(tenant)
+    .bind(seen.horizon.to_string())
+    .bind(xmin.to_string())
+    .fetch_one(tx.conn())
+    .await?;
+    if !pending {
+        return Ok(Sealed { seq: seen.seq, ..Sealed::default() });
+    }
     let Some(head) = lock_head(&mut tx, false).await? else {
         return Ok(Sealed { busy: true, ..Sealed::default() });
     };

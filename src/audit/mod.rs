@@ -9,6 +9,7 @@ pub mod archive;
 pub mod chain;
 pub mod checkpoint;
 pub mod export;
+pub mod forward;
 pub mod handlers;
 pub mod highlights;
 pub mod holds;

@@ -160,6 +160,20 @@ pub async fn tenant(
         }
     }
 
+    // After a purge the chain starts from the last archive's last hash.
+    if head.anchor_seq > 0 {
+        let archived: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT last_hash FROM audit_archives WHERE tenant_id = $1 AND last_seq = $2 LIMIT 1")
+                .bind(tenant)
+                .bind(head.anchor_seq)
+                .fetch_optional(tx.conn())
+                .await?;
+        if archived.as_deref() != Some(head.anchor_hash.as_slice()) {
+            let detail = "the chain starts from a hash no recorded archive ends with".to_string();
+            return broken(head.anchor_seq, None, Problem::Diverged, detail);
+        }
+    }
+
     // Rows in the sealed range without a seal: inserted behind the sealer.
     let in_range: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND txid < ($2::text)::xid8")

@@ -41,9 +41,19 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
 
     let maintenance = tokio::spawn(maintain(state.clone()));
     let sealing = tokio::spawn(audit::jobs::keep_sealed(state.clone()));
+    let forwarding = match &config.audit.syslog {
+        Some(target) => {
+            let forwarder =
+                audit::forward::Forwarder::new(db.clone(), target.clone(), config.audit.syslog_ca.as_deref())
+                    .context("FORTIFILE_AUDIT_SYSLOG")?;
+            Some(tokio::spawn(forwarder.run()))
+        }
+        None => None,
+    };
     let served = app::serve(listener, state.clone(), shutdown_signal()).await;
     maintenance.abort();
     sealing.abort();
+    forwarding.inspect(|f| f.abort());
     audit::jobs::final_checkpoints(&state).await;
     db.close().await;
     served.context("serving HTTP")?;

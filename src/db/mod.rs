@@ -176,6 +176,24 @@ impl Database {
         .await
     }
 
+    /// A connection of its own (outside the pool) holding the session-level
+    /// advisory lock `key`, or `None` when another holds it. The lock lasts as
+    /// long as the connection: an instance that dies lets it go.
+    pub async fn hold_advisory_lock(&self, key: (i32, i32)) -> Result<Option<PgConnection>, sqlx::Error> {
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(key.0)
+            .bind(key.1)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            Ok(Some(conn))
+        } else {
+            conn.close().await.ok();
+            Ok(None)
+        }
+    }
+
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }

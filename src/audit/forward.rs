@@ -1,0 +1,330 @@
+//! Live forwarding to a SIEM (`FORTIFILE_AUDIT_SYSLOG`): every sealed row, as
+//! RFC 5424 syslog with the row as JSON in the message and its tenant,
+//! sequence and hash as structured data, over TCP or TLS (octet-counted
+//! framing, RFC 6587 / RFC 5425) or UDP (one datagram each).
+//!
+//! Delivery is at least once and in order per tenant. Each tenant's cursor
+//! (`audit_chain.forwarded_seq`) is the last sequence the receiver is known to
+//! have taken: rows are sent after it, and it moves only once the connection
+//! they went out on has stayed up for [`CONFIRM_AFTER`] since (a receiver that
+//! stops closes or resets the connection, and what it may not have read is
+//! sent again from the cursor on the next connection). While the receiver is
+//! down the server serves on and retries with backoff; a restart resumes from
+//! the cursor. One instance forwards at a time: it holds a PostgreSQL advisory
+//! lock on a connection of its own for as long as it runs.
+//!
+//! UDP has no connection to watch: a datagram counts as taken once sent.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    time::Instant,
+};
+use uuid::Uuid;
+
+use super::verify::Link;
+use crate::{
+    config::{SyslogTarget, SyslogTransport},
+    db::Database,
+    link_select,
+};
+
+/// How long a connection must stay up after rows went out on it before the
+/// cursor moves past them.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+/// Rows sent per tenant per round.
+const BATCH: i64 = 500;
+const TICK: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The advisory lock that makes one instance the forwarder.
+const LOCK: (i32, i32) = (7261, 17);
+
+/// The RFC 5424 line for one sealed row.
+pub fn message(host: &str, tenant: Uuid, link: &Link, row: &super::chain::Row) -> String {
+    let severity = if row.result == "fail" { 4 } else { 6 };
+    // facility 13: log audit
+    let pri = 13 * 8 + severity;
+    let time = row
+        .created_at
+        .to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "-".into());
+    let msgid: String = row.action.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
+    let body = json!({
+        "id": row.id,
+        "time": time,
+        "tenantId": row.tenant_id,
+        "userId": row.user_id,
+        "action": row.action,
+        "targetType": row.target_type,
+        "targetId": row.target_id,
+        "ip": row.ip.map(|ip| ip.addr().to_string()),
+        "userAgent": row.user_agent,
+        "result": row.result,
+        "details": row.details,
+        "classificationRank": row.classification_rank,
+        "seq": link.seq,
+        "hash": hex::encode(&link.hash),
+    });
+    format!(
+        "<{pri}>1 {time} {host} fortifile {} {msgid} [fortifile@32473 tenant=\"{tenant}\" seq=\"{}\" hash=\"{}\"] {}",
+        std::process::id(),
+        link.seq,
+        hex::encode(&link.hash),
+        Value::to_string(&body)
+    )
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+enum Conn {
+    /// The stream, and the same socket to watch whether the peer is still there.
+    Stream {
+        io: Box<dyn Stream>,
+        probe: std::net::TcpStream,
+    },
+    Udp(UdpSocket),
+}
+
+/// Rows of one tenant sent on the current connection but not yet confirmed.
+struct Pending {
+    upto: i64,
+    since: Instant,
+}
+
+pub struct Forwarder {
+    db: Database,
+    target: SyslogTarget,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    host: String,
+    conn: Option<Conn>,
+    /// Per tenant: sent on this connection, up to here.
+    sent: HashMap<Uuid, i64>,
+    pending: HashMap<Uuid, Pending>,
+    backoff: Duration,
+    next_try: Instant,
+}
+
+impl Forwarder {
+    pub fn new(db: Database, target: SyslogTarget, ca_file: Option<&std::path::Path>) -> anyhow::Result<Forwarder> {
+        let tls = match target.transport {
+            SyslogTransport::Tls => Some(Arc::new(tls_config(ca_file)?)),
+            _ => None,
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().chars().filter(|c| c.is_ascii_graphic()).take(255).collect::<String>())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "-".into());
+        Ok(Forwarder {
+            db,
+            target,
+            tls,
+            host,
+            conn: None,
+            sent: HashMap::new(),
+            pending: HashMap::new(),
+            backoff: Duration::from_millis(250),
+            next_try: Instant::now(),
+        })
+    }
+
+    /// Forwards until the task is dropped, while holding the forwarding lock.
+    pub async fn run(mut self) {
+        let _lock = loop {
+            match self.db.hold_advisory_lock(LOCK).await {
+                Ok(Some(conn)) => break conn,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "audit forwarding: cannot take the forwarding lock"),
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        };
+        tracing::info!(target = %self.label(), "forwarding the audit log");
+        loop {
+            if let Err(e) = self.round().await {
+                tracing::warn!(error = format!("{e:#}"), target = %self.label(), "audit forwarding interrupted");
+                self.disconnect();
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("{:?}://{}:{}", self.target.transport, self.target.host, self.target.port).to_lowercase()
+    }
+
+    fn disconnect(&mut self) {
+        self.conn = None;
+        self.sent.clear();
+        self.pending.clear();
+        self.next_try = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// One round: confirm what a live connection carried, connect if need be,
+    /// and send every tenant's next rows.
+    pub async fn round(&mut self) -> anyhow::Result<()> {
+        if let Some(Conn::Stream { probe, .. }) = &self.conn
+            && !alive(probe)
+        {
+            anyhow::bail!("the receiver closed the connection");
+        }
+        self.confirm(false).await?;
+        if self.conn.is_none() {
+            if Instant::now() < self.next_try {
+                return Ok(());
+            }
+            self.conn = Some(self.connect().await?);
+            self.backoff = Duration::from_millis(250);
+        }
+        for tenant in self.db.tenant_ids().await? {
+            self.send_tenant(tenant).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the cursors of rows sent long enough ago on a connection still up
+    /// (`all`: every sent row, for UDP).
+    async fn confirm(&mut self, all: bool) -> anyhow::Result<()> {
+        let due: Vec<(Uuid, i64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| all || p.since.elapsed() >= CONFIRM_AFTER)
+            .map(|(t, p)| (*t, p.upto))
+            .collect();
+        for (tenant, upto) in due {
+            let mut tx = self.db.tenant_tx(tenant, None).await?;
+            sqlx::query("UPDATE audit_chain SET forwarded_seq = GREATEST(forwarded_seq, $2) WHERE tenant_id = $1")
+                .bind(tenant)
+                .bind(upto)
+                .execute(tx.conn())
+                .await?;
+            tx.commit().await?;
+            if self.pending.get(&tenant).is_some_and(|p| p.upto == upto) {
+                self.pending.remove(&tenant);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_tenant(&mut self, tenant: Uuid) -> anyhow::Result<()> {
+        let mut tx = self.db.tenant_tx(tenant, None).await?;
+        let head = super::chain::head(&mut tx).await?;
+        let after = match self.sent.get(&tenant) {
+            Some(sent) => *sent,
+            None => head.forwarded_seq.max(head.anchor_seq),
+        };
+        if after >= head.seq {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let upto = head.seq.min(after + BATCH);
+        let links: Vec<Link> =
+            sqlx::query_as(link_select!()).bind(tenant).bind(after).bind(upto).fetch_all(tx.conn()).await?;
+        tx.commit().await?;
+        let mut last = after;
+        let mut frames = Vec::new();
+        for link in &links {
+            let Some(row) = &link.row else {
+                tracing::error!(%tenant, seq = link.seq, "audit row missing from the log: not forwarded");
+                last = link.seq;
+                continue;
+            };
+            let line = message(&self.host, tenant, link, row);
+            frames.push(line);
+            last = link.seq;
+        }
+        let Some(conn) = &mut self.conn else { return Ok(()) };
+        match conn {
+            Conn::Stream { io, .. } => {
+                let mut buf = Vec::new();
+                for line in &frames {
+                    buf.extend_from_slice(format!("{} ", line.len()).as_bytes());
+                    buf.extend_from_slice(line.as_bytes());
+                }
+                io.write_all(&buf).await?;
+                io.flush().await?;
+            }
+            Conn::Udp(socket) => {
+                for line in &frames {
+                    socket.send(line.as_bytes()).await?;
+                }
+            }
+        }
+        self.sent.insert(tenant, last);
+        self.pending.insert(tenant, Pending { upto: last, since: Instant::now() });
+        if matches!(self.conn, Some(Conn::Udp(_))) {
+            self.confirm(true).await?;
+        }
+        Ok(())
+    }
+
+    async fn connect(&self) -> anyhow::Result<Conn> {
+        let addr = (self.target.host.as_str(), self.target.port);
+        let timeout = Duration::from_secs(5);
+        match self.target.transport {
+            SyslogTransport::Udp => {
+                let bind = if self.target.host.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
+                let socket = UdpSocket::bind(bind).await?;
+                socket.connect(addr).await?;
+                Ok(Conn::Udp(socket))
+            }
+            SyslogTransport::Tcp | SyslogTransport::Tls => {
+                let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr)).await??;
+                tcp.set_nodelay(true)?;
+                let std = tcp.into_std()?;
+                let probe = std.try_clone()?;
+                let tcp = TcpStream::from_std(std)?;
+                let io: Box<dyn Stream> = match &self.tls {
+                    None => Box::new(tcp),
+                    Some(config) => {
+                        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.target.host.clone())?;
+                        let connector = tokio_rustls::TlsConnector::from(config.clone());
+                        Box::new(tokio::time::timeout(timeout, connector.connect(name, tcp)).await??)
+                    }
+                };
+                Ok(Conn::Stream { io, probe })
+            }
+        }
+    }
+}
+
+/// Whether the peer has not closed or reset the connection: a peek that would
+/// block means it is up with nothing to read.
+fn alive(socket: &std::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match socket.peek(&mut byte) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    }
+}
+
+fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| anyhow::anyhow!("FORTIFILE_AUDIT_SYSLOG_CA: {}: {e}", path.display()))?
+            {
+                roots.add(cert.map_err(|e| anyhow::anyhow!("FORTIFILE_AUDIT_SYSLOG_CA: {e}"))?)?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                roots.add(cert).ok();
+            }
+        }
+    }
+    anyhow::ensure!(!roots.is_empty(), "no certificate authorities to check the syslog receiver with");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
