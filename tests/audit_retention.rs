@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{TestApp, seal_everything};
 use fortifile::{
-    audit::{chain, retention, verify},
+    audit::{retention, verify},
     clock::Clock,
 };
 use reqwest::StatusCode;

@@ -248,8 +248,7 @@ async fn tls_receiver(dir: &Path) -> (u16, Arc<std::sync::Mutex<Vec<i64>>>) {
             let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
             let mut buf = Vec::new();
             let mut chunk = [0u8; 8192];
-            loop {
-                let Ok(n) = tls.read(&mut chunk).await else { break };
+            while let Ok(n) = tls.read(&mut chunk).await {
                 if n == 0 {
                     break;
                 }

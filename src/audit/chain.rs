@@ -397,18 +397,18 @@ mod tests {
     fn the_digest_changes_with_every_column_and_tells_absent_from_empty() {
         let base = row().digest();
         let mut changed = Vec::new();
-        let edits: Vec<Box<dyn Fn(&mut Row)>> = vec![
-            Box::new(|r| r.created_at += time::Duration::microseconds(1)),
-            Box::new(|r| r.user_id = Some(Uuid::from_u128(3))),
-            Box::new(|r| r.action = "auth.logout".into()),
-            Box::new(|r| r.target_type = None),
-            Box::new(|r| r.target_id = Some(String::new())),
-            Box::new(|r| r.ip = None),
-            Box::new(|r| r.user_agent = Some(String::new())),
-            Box::new(|r| r.result = "fail".into()),
-            Box::new(|r| r.details = json!({"k": "w"})),
-            Box::new(|r| r.classification_rank = Some(0)),
-            Box::new(|r| r.txid = 8),
+        let edits: Vec<fn(&mut Row)> = vec![
+            |r| r.created_at += time::Duration::microseconds(1),
+            |r| r.user_id = Some(Uuid::from_u128(3)),
+            |r| r.action = "auth.logout".into(),
+            |r| r.target_type = None,
+            |r| r.target_id = Some(String::new()),
+            |r| r.ip = None,
+            |r| r.user_agent = Some(String::new()),
+            |r| r.result = "fail".into(),
+            |r| r.details = json!({"k": "w"}),
+            |r| r.classification_rank = Some(0),
+            |r| r.txid = 8,
         ];
         for edit in &edits {
             let mut r = row();

@@ -218,7 +218,7 @@ pub async fn archive(
         "sha256": hex::encode(sha256),
     }));
     super::record(tx, source, entry).await?;
-    Ok(archive_of(tx, &part.name).await?.ok_or(AppError::NotFound).map(Ok)?)
+    archive_of(tx, &part.name).await?.ok_or(AppError::NotFound).map(Ok)
 }
 
 /// Streams the archive of the seals in `header`'s range, with their rows, to `object`.
