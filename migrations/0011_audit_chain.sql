@@ -28,9 +28,6 @@ CREATE TABLE audit_chain (
     sealed_at        timestamptz,
     anchor_seq       bigint NOT NULL DEFAULT 0 CHECK (anchor_seq >= 0 AND anchor_seq <= seq),
     anchor_hash      bytea NOT NULL CHECK (octet_length(anchor_hash) = 32),
-    -- rows still in the log whose sequence is at or below the anchor: they were
-    -- archived with an earlier month although they sit in a later partition
-    archived_kept    bigint NOT NULL DEFAULT 0 CHECK (archived_kept >= 0),
     legal_hold       boolean NOT NULL DEFAULT false,
     forwarded_seq    bigint NOT NULL DEFAULT 0 CHECK (forwarded_seq >= 0)
 );
@@ -88,61 +85,72 @@ CREATE TABLE audit_archives (
 GRANT SELECT, INSERT, UPDATE (released_at) ON audit_archives TO fortifile_app;
 SELECT fortifile_enable_tenant_rls('audit_archives');
 
--- Retention's last step, run after every tenant's rows of the partition were
--- archived and read back: it drops the partition and the seals of the archived
--- rows. SECURITY DEFINER: the server owns nothing. The caller names a monthly
--- partition; everything about it is checked here, not trusted. Row-level
--- security binds the owner too (FORCE), so each tenant is looked at under its
--- own setting, restored at the end.
+-- The retention the server is configured with, written by the owner at start
+-- (`fortifile serve` connects as the owner for migrations): the drop below
+-- refuses anything younger, whatever its caller says.
+CREATE TABLE audit_retention (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    days     integer NOT NULL CHECK (days >= 365)
+);
+GRANT SELECT ON audit_retention TO fortifile_app;
+
+-- Retention's last step, run once every tenant with rows in the partition has
+-- archived them (read back and verified) and released them. SECURITY DEFINER:
+-- the server owns nothing. Nothing the caller says is trusted: the partition
+-- is detached first (no row can arrive after the checks), then, per tenant
+-- (row-level security binds the owner too, so each is looked at under its own
+-- setting): a released archive must exist, no legal hold, and every row must
+-- carry a seal the archive covers. Only then go the rows' seals, the
+-- partition, and an `audit.purge` row is written in each tenant's log, all in
+-- the caller's transaction.
 CREATE FUNCTION audit_drop_partition(part text, retention_days integer) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     upper_bound timestamptz;
+    configured  integer := coalesce((SELECT days FROM audit_retention), 2557);
     previous    text := current_setting('app.tenant_id', true);
     t           uuid;
-    has_rows    boolean;
     n           bigint;
+    uncovered   bigint;
+    archive     audit_archives;
     dropped     bigint := 0;
 BEGIN
     IF part !~ '^audit_logs_[0-9]{4}_[0-9]{2}$' OR to_regclass(part) IS NULL THEN
         RAISE EXCEPTION 'no audit partition %', part;
     END IF;
-    IF retention_days < 365 THEN
-        RAISE EXCEPTION 'retention below 365 days is refused';
+    IF retention_days < greatest(configured, 365) THEN
+        RAISE EXCEPTION 'retention below the configured % days is refused', configured;
     END IF;
     upper_bound := (to_date(substr(part, 12), 'YYYY_MM') + interval '1 month')::timestamp AT TIME ZONE 'UTC';
     IF upper_bound > now() - make_interval(days => retention_days) THEN
         RAISE EXCEPTION 'partition % still holds rows inside retention', part;
     END IF;
-    FOR t IN SELECT id FROM tenants LOOP
-        PERFORM set_config('app.tenant_id', t::text, true);
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE tenant_id = $1)', part) INTO has_rows USING t;
-        IF has_rows THEN
-            IF NOT EXISTS (SELECT 1 FROM audit_archives a
-                            WHERE a.tenant_id = t AND a.partition = part AND a.released_at IS NOT NULL) THEN
-                RAISE EXCEPTION 'partition % has rows of tenant % without a released archive', part, t;
-            END IF;
-            IF EXISTS (SELECT 1 FROM audit_chain c WHERE c.tenant_id = t AND c.legal_hold) THEN
-                RAISE EXCEPTION 'partition % holds rows of tenant % under legal hold', part, t;
-            END IF;
-        END IF;
-    END LOOP;
     EXECUTE format('ALTER TABLE audit_logs DETACH PARTITION %I', part);
-    -- each tenant's seals of archived rows go, its count of archived rows still
-    -- in the log is taken again, and the purge is recorded in its log
     FOR t IN SELECT id FROM tenants LOOP
         PERFORM set_config('app.tenant_id', t::text, true);
         EXECUTE format('SELECT count(*) FROM %I WHERE tenant_id = $1', part) INTO n USING t;
         CONTINUE WHEN n = 0;
-        DELETE FROM audit_seals s USING audit_chain c
-         WHERE c.tenant_id = t AND s.tenant_id = t AND s.seq <= c.anchor_seq;
-        UPDATE audit_chain c SET archived_kept = (
-            SELECT count(*) FROM audit_logs a WHERE a.tenant_id = t AND a.txid < c.horizon) - (c.seq - c.anchor_seq)
-         WHERE c.tenant_id = t;
+        SELECT * INTO archive FROM audit_archives a
+         WHERE a.tenant_id = t AND a.partition = part AND a.released_at IS NOT NULL;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'partition % has rows of tenant % without a released archive', part, t;
+        END IF;
+        IF EXISTS (SELECT 1 FROM audit_chain c WHERE c.tenant_id = t AND c.legal_hold) THEN
+            RAISE EXCEPTION 'partition % holds rows of tenant % under legal hold', part, t;
+        END IF;
+        EXECUTE format(
+            'SELECT count(*) FROM %I p WHERE p.tenant_id = $1 AND NOT EXISTS ('
+            'SELECT 1 FROM audit_seals s WHERE s.tenant_id = $1 AND s.log_id = p.id AND s.seq <= $2)', part)
+            INTO uncovered USING t, archive.last_seq;
+        IF uncovered > 0 THEN
+            RAISE EXCEPTION 'partition % has % rows of tenant % that its archive does not cover', part, uncovered, t;
+        END IF;
+        EXECUTE format('DELETE FROM audit_seals s USING %I p WHERE s.tenant_id = $1 AND p.tenant_id = $1 '
+                       'AND s.log_id = p.id', part) USING t;
         INSERT INTO audit_logs (tenant_id, action, result, details)
         VALUES (t, 'audit.purge', 'success', jsonb_build_object(
-            'partition', part, 'rows', n, 'retentionDays', retention_days,
-            'archive', (SELECT object_key FROM audit_archives WHERE tenant_id = t AND partition = part)));
+            'partition', part, 'rows', n, 'retentionDays', retention_days, 'archive', archive.object_key,
+            'archiveSha256', encode(archive.sha256, 'hex'), 'lastSeq', archive.last_seq));
         dropped := dropped + n;
     END LOOP;
     PERFORM set_config('app.tenant_id', coalesce(previous, ''), true);

@@ -126,6 +126,44 @@ async fn an_expired_partition_is_archived_verified_and_dropped_and_the_chain_goe
     assert!(text.contains("verified") && text.contains("rows 25"), "{text}");
     let out = binary(&["archive", "--list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&object_key(&app)));
+    // `audit verify` checks the archives as part of the chain: with one
+    // altered in the store, or a forged anchor, it fails.
+    let out = binary(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("25 archived rows in 1 archives"));
+    sqlx::query("SELECT set_config('app.tenant_id', $1, false)")
+        .bind(app.default_tenant.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // The owner moves the chain's start past row 26 and records an archive
+    // for it, so that row 26 is no longer checked in the database.
+    for sql in [
+        "UPDATE audit_chain c SET anchor_seq = 26, anchor_hash = (SELECT hash FROM audit_seals WHERE seq = 26)",
+        "INSERT INTO audit_archives (tenant_id, partition, object_key, first_seq, last_seq, last_hash, rows, sha256) \
+         SELECT tenant_id, 'audit_logs_2015_02', 'audit-archives/forged.jsonl.gz', 26, 26, hash, 1, hash \
+         FROM audit_seals WHERE seq = 26",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+    let out = binary(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Archive"), "{}", String::from_utf8_lossy(&out.stderr));
+    for sql in [
+        "DELETE FROM audit_archives WHERE partition = 'audit_logs_2015_02'",
+        "UPDATE audit_chain c SET anchor_seq = 25, \
+                anchor_hash = (SELECT last_hash FROM audit_archives WHERE partition = 'audit_logs_2015_01')",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+    let path = app.storage_dir().join(object_key(&app));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let out = binary(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Archive"), "{}", String::from_utf8_lossy(&out.stderr));
     // a second run finds nothing to do
     let again = run(&app).await;
     assert!(again.dropped.is_empty() && again.archived.is_empty(), "{again:?}");
@@ -176,7 +214,11 @@ async fn a_corrupted_archive_is_refused_and_nothing_is_dropped() {
         .execute(&mut app.owner_conn().await)
         .await
         .unwrap();
-    assert!(retention::run(&app.state, app.clock.now()).await.is_err(), "the run stops at the bad archive");
+    let report = retention::run(&app.state, app.clock.now()).await.unwrap();
+    assert!(
+        report.dropped.is_empty() && report.failed[0].contains(OLD),
+        "the bad archive stops its partition: {report:?}"
+    );
     assert!(partition_exists(&mut app.owner_conn().await).await);
 }
 
@@ -200,4 +242,100 @@ async fn under_dual_control_the_purge_waits_for_a_second_administrator() {
     let release = app.audit("audit.purge").await;
     assert_eq!(release[0].details["step"], "release");
     assert_eq!(release[0].details["approvalId"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_legal_hold_set_after_the_archive_was_written_still_stops_the_purge() {
+    let app = TestApp::spawn().await;
+    old_month(&app, 4).await;
+    hold_purges(&app).await;
+    assert_eq!(run(&app).await.archived.len(), 1, "archived, waiting for an approved purge");
+    let admin = app.admin().await;
+    admin.put("/api/audit-logs/legal-hold", json!({ "hold": true, "reason": "Matter 7" })).await;
+    sqlx::query("UPDATE approval_policies SET enabled = false WHERE operation = 'audit.purge'")
+        .execute(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    let report = run(&app).await;
+    assert!(report.dropped.is_empty() && report.failed.is_empty(), "{report:?}");
+    assert!(report.waiting.iter().any(|w| w.contains("LegalHold")), "{report:?}");
+    assert!(partition_exists(&mut app.owner_conn().await).await);
+}
+
+#[tokio::test]
+async fn the_drop_function_refuses_the_server_role_anything_retention_did_not_earn() {
+    let app = TestApp::spawn().await;
+    old_month(&app, 3).await;
+    let mut tx = app.db.tenant_tx(app.default_tenant, None).await.unwrap();
+    for (part, days, why) in [
+        ("audit_logs_default", 2557, "no audit partition"),
+        ("audit_logs_2015_01; DROP TABLE users", 2557, "no audit partition"),
+        (OLD, 400, "retention below the configured"),
+        (OLD, 2557, "without a released archive"),
+    ] {
+        sqlx::query("SAVEPOINT s").execute(tx.conn()).await.unwrap();
+        let err = sqlx::query("SELECT audit_drop_partition($1, $2)")
+            .bind(part)
+            .bind(days)
+            .execute(tx.conn())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{part} {days}: {err}");
+        sqlx::query("ROLLBACK TO SAVEPOINT s").execute(tx.conn()).await.unwrap();
+    }
+    // A released archive that does not cover the rows is refused too.
+    sqlx::query(
+        "INSERT INTO audit_archives (tenant_id, partition, object_key, first_seq, last_seq, last_hash, rows, sha256, \
+                                     released_at) VALUES ($1, $2, 'x', 1, 0, $3, 0, $3, now())",
+    )
+    .bind(app.default_tenant)
+    .bind(OLD)
+    .bind(vec![0u8; 32])
+    .execute(tx.conn())
+    .await
+    .unwrap();
+    let err = sqlx::query("SELECT audit_drop_partition($1, 2557)").bind(OLD).execute(tx.conn()).await.unwrap_err();
+    assert!(err.to_string().contains("does not cover"), "{err}");
+    drop(tx);
+    assert!(partition_exists(&mut app.owner_conn().await).await);
+}
+
+#[tokio::test]
+async fn an_approved_purge_releases_only_the_months_its_approvers_saw() {
+    let app = TestApp::spawn().await;
+    old_month(&app, 5).await;
+    hold_purges(&app).await;
+    let a = app.signed_in_as("alice", "admin", "restricted").await;
+    let b = app.signed_in_as("bob", "admin", "restricted").await;
+    let (_, body) = a.post("/api/audit-logs/purge", json!({})).await;
+    assert_eq!(body["approval"]["change"]["partitions"], json!([OLD]), "{body}");
+    let id = body["approval"]["id"].as_str().unwrap().to_string();
+    // Another month expires (appears) before the approval.
+    let mut conn = app.owner_conn().await;
+    sqlx::raw_sql(
+        "CREATE TABLE audit_logs_2015_02 PARTITION OF audit_logs FOR VALUES FROM ('2015-02-01 00:00:00+00') \
+         TO ('2015-03-01 00:00:00+00')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, false)")
+        .bind(app.default_tenant.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO audit_logs (tenant_id, created_at, action, result) VALUES ($1, '2015-02-03', 'auth.login', 'success')")
+        .bind(app.default_tenant)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    seal(&app).await;
+    let (_, body) = b.post(&format!("/api/approvals/{id}/approve"), json!({})).await;
+    assert_eq!(body["approval"]["status"], "executed", "{body}");
+    let released: Vec<String> =
+        sqlx::query_scalar("SELECT partition FROM audit_archives WHERE released_at IS NOT NULL ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(released, [OLD]);
 }

@@ -220,24 +220,50 @@ fn certificates(dir: &Path) {
     );
 }
 
-/// A TLS syslog receiver (RFC 5425 framing) collecting the sequence numbers.
-async fn tls_receiver(dir: &Path) -> (u16, Arc<std::sync::Mutex<Vec<i64>>>) {
+/// The sequence numbers in octet-counted syslog frames ("LEN SP MSG") read
+/// from `io` until it ends.
+async fn frames(mut io: impl tokio::io::AsyncRead + Unpin, sink: Arc<std::sync::Mutex<Vec<i64>>>) {
     use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = io.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(space) = buf.iter().position(|b| *b == b' ') {
+            let len: usize = std::str::from_utf8(&buf[..space]).unwrap().parse().unwrap();
+            if buf.len() < space + 1 + len {
+                break;
+            }
+            let msg = String::from_utf8(buf[space + 1..space + 1 + len].to_vec()).unwrap();
+            buf.drain(..space + 1 + len);
+            let at = msg.find("seq=\"").unwrap() + 5;
+            sink.lock().unwrap().push(msg[at..].split('"').next().unwrap().parse().unwrap());
+        }
+    }
+}
+
+/// A syslog receiver on loopback, over TLS with `dir`'s certificate or plain
+/// TCP, collecting the sequence numbers it gets.
+async fn receiver(tls_dir: Option<&Path>) -> (u16, Arc<std::sync::Mutex<Vec<i64>>>) {
     use tokio_rustls::rustls::{
         self,
         pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     };
-    let certs: Vec<CertificateDer> =
-        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(|c| c.unwrap()).collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_dir.map(|dir| {
+        let certs: Vec<CertificateDer> =
+            CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(|c| c.unwrap()).collect();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let got = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -245,24 +271,14 @@ async fn tls_receiver(dir: &Path) -> (u16, Arc<std::sync::Mutex<Vec<i64>>>) {
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
-            let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            while let Ok(n) = tls.read(&mut chunk).await {
-                if n == 0 {
-                    break;
+            let sink = sink.clone();
+            match &acceptor {
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(tcp).await else { continue };
+                    tokio::spawn(frames(tls, sink));
                 }
-                buf.extend_from_slice(&chunk[..n]);
-                // octet counting: "LEN SP MSG"
-                while let Some(space) = buf.iter().position(|b| *b == b' ') {
-                    let len: usize = std::str::from_utf8(&buf[..space]).unwrap().parse().unwrap();
-                    if buf.len() < space + 1 + len {
-                        break;
-                    }
-                    let msg = String::from_utf8(buf[space + 1..space + 1 + len].to_vec()).unwrap();
-                    buf.drain(..space + 1 + len);
-                    let at = msg.find("seq=\"").unwrap() + 5;
-                    sink.lock().unwrap().push(msg[at..].split('"').next().unwrap().parse().unwrap());
+                None => {
+                    tokio::spawn(frames(tcp, sink));
                 }
             }
         }
@@ -270,12 +286,42 @@ async fn tls_receiver(dir: &Path) -> (u16, Arc<std::sync::Mutex<Vec<i64>>>) {
     (port, got)
 }
 
+async fn head_seq(app: &TestApp) -> i64 {
+    let mut tx = app.db.tenant_tx(app.default_tenant, None).await.unwrap();
+    let head = chain::head(&mut tx).await.unwrap().seq;
+    tx.commit().await.unwrap();
+    head
+}
+
+#[tokio::test]
+async fn two_instances_forward_each_row_once_because_one_holds_the_forwarding_lock() {
+    let app = TestApp::spawn().await;
+    let (port, got) = receiver(None).await;
+    let target = SyslogTarget::parse(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    let one = tokio::spawn(Forwarder::new(app.db.clone(), target.clone(), None).unwrap().run());
+    let two = tokio::spawn(Forwarder::new(app.db.clone(), target, None).unwrap().run());
+    write(&app.db, app.default_tenant, 30, 0).await;
+    seal_everything(&app.db, app.default_tenant).await;
+    let head = head_seq(&app).await;
+    for _ in 0..100 {
+        if got.lock().unwrap().len() as i64 >= head {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    one.abort();
+    two.abort();
+    let seqs = got.lock().unwrap().clone();
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>(), "each row once, in order");
+}
+
 #[tokio::test]
 async fn over_tls_rows_reach_a_receiver_whose_certificate_the_configured_authority_signed_and_no_other() {
     let app = TestApp::spawn().await;
     let dir = scratch_dir();
     certificates(&dir);
-    let (port, got) = tls_receiver(&dir).await;
+    let (port, got) = receiver(Some(&dir)).await;
     write(&app.db, app.default_tenant, 15, 0).await;
     seal_everything(&app.db, app.default_tenant).await;
     let target = SyslogTarget::parse(&format!("tls://localhost:{port}")).unwrap();
@@ -285,9 +331,7 @@ async fn over_tls_rows_reach_a_receiver_whose_certificate_the_configured_authori
     }
     assert!(got.lock().unwrap().is_empty());
     let forwarder = tokio::spawn(Forwarder::new(app.db.clone(), target, Some(&dir.join("ca.pem"))).unwrap().run());
-    let mut tx = app.db.tenant_tx(app.default_tenant, None).await.unwrap();
-    let head = chain::head(&mut tx).await.unwrap().seq;
-    tx.commit().await.unwrap();
+    let head = head_seq(&app).await;
     let mut last = Err(String::new());
     for _ in 0..100 {
         last = complete_and_in_order(&got.lock().unwrap(), head);

@@ -134,7 +134,9 @@ async fn dispatch(
                 Err(Refusal::Mac(_)) => Err(Failed::Reason("mac_denied".into())),
             }
         }
-        holds::ROUTE_PURGE => gated(holds::purge_in(state, permit, source, tx, state.clock.now()).await),
+        holds::ROUTE_PURGE => {
+            gated(holds::purge_in(state, permit, source, tx, state.clock.now(), Some(body(request)?)).await)
+        }
         holds::ROUTE_LEGAL_HOLD => gated(holds::legal_hold_in(state, permit, source, tx, body(request)?).await),
         _ => Err(Failed::Reason("unknown_operation".into())),
     }

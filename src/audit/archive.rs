@@ -100,6 +100,8 @@ pub struct Checker {
 
 struct Lines {
     key: PublicKey,
+    /// Hashes checkpoints give for sequences inside the archive (hex).
+    pins: std::collections::BTreeMap<i64, String>,
     partial: Vec<u8>,
     header: Option<Header>,
     prev: Hash,
@@ -110,7 +112,13 @@ struct Lines {
 
 impl Checker {
     pub fn new(key: PublicKey) -> Checker {
-        let lines = Lines { key, partial: Vec::new(), header: None, prev: [0; 32], next_seq: 0, rows: 0, failed: None };
+        Self::pinned(key, Default::default())
+    }
+
+    /// A checker that also holds the rows against checkpoints (`seq` → hex hash).
+    pub fn pinned(key: PublicKey, pins: std::collections::BTreeMap<i64, String>) -> Checker {
+        let lines =
+            Lines { key, pins, partial: Vec::new(), header: None, prev: [0; 32], next_seq: 0, rows: 0, failed: None };
         Checker { gz: flate2::write::GzDecoder::new(lines), sha: ring::digest::Context::new(&ring::digest::SHA256) }
     }
 
@@ -184,6 +192,9 @@ impl Lines {
         let hash = chain::link(&self.prev, line.seq, &digest);
         if hex::encode(hash) != line.hash {
             return self.fail(format!("sequence {} (row {}) is out of its place in the chain", line.seq, line.row.id));
+        }
+        if self.pins.get(&line.seq).is_some_and(|pinned| *pinned != line.hash) {
+            return self.fail(format!("sequence {} differs from a signed checkpoint: history was rewritten", line.seq));
         }
         self.prev = hash;
         self.next_seq += 1;

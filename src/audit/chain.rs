@@ -163,7 +163,6 @@ pub struct Head {
     pub horizon: i64,
     pub anchor_seq: i64,
     pub anchor_hash: Vec<u8>,
-    pub archived_kept: i64,
     pub legal_hold: bool,
     pub forwarded_seq: i64,
     pub sealed_at: Option<OffsetDateTime>,
@@ -171,7 +170,7 @@ pub struct Head {
 
 macro_rules! head_select {
     () => {
-        "SELECT seq, hash, (horizon::text)::bigint AS horizon, anchor_seq, anchor_hash, archived_kept, legal_hold, \
+        "SELECT seq, hash, (horizon::text)::bigint AS horizon, anchor_seq, anchor_hash, legal_hold, \
                 forwarded_seq, sealed_at FROM audit_chain WHERE tenant_id = $1"
     };
 }
@@ -200,7 +199,6 @@ pub async fn head(tx: &mut TenantTx) -> Result<Head, sqlx::Error> {
             horizon: 0,
             anchor_seq: 0,
             anchor_hash: genesis,
-            archived_kept: 0,
             legal_hold: false,
             forwarded_seq: 0,
             sealed_at: None,
@@ -247,6 +245,11 @@ pub async fn seal(db: &Database, tenant: Uuid) -> Result<Sealed, sqlx::Error> {
         .await?;
     // Most seconds there is nothing to seal: find that out without a lock.
     let seen = head(&mut tx).await?;
+    if xmin < seen.horizon {
+        // Transaction ids behind the horizon: the database was restored into
+        // another cluster. New rows cannot be sealed in order; verify names them.
+        tracing::error!(%tenant, xmin, horizon = seen.horizon, "audit sealing: transaction ids are behind the horizon");
+    }
     let pending: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM audit_logs WHERE tenant_id = $1 AND txid >= ($2::text)::xid8 \
                         AND txid < ($3::text)::xid8)",

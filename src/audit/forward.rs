@@ -82,19 +82,13 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 enum Conn {
-    /// The stream, and the same socket to watch whether the peer is still there.
-    Stream {
-        io: Box<dyn Stream>,
-        probe: std::net::TcpStream,
-    },
+    Stream(Box<dyn Stream>),
     Udp(UdpSocket),
 }
 
-/// Rows of one tenant sent on the current connection but not yet confirmed.
-struct Pending {
-    upto: i64,
-    since: Instant,
-}
+/// Batches of one tenant sent on the current connection and not yet
+/// confirmed: the last sequence of each, and when it went out.
+type Pending = std::collections::VecDeque<(i64, Instant)>;
 
 pub struct Forwarder {
     db: Database,
@@ -135,21 +129,34 @@ impl Forwarder {
 
     /// Forwards until the task is dropped, while holding the forwarding lock.
     pub async fn run(mut self) {
-        let _lock = loop {
-            match self.db.hold_advisory_lock(LOCK).await {
-                Ok(Some(conn)) => break conn,
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "audit forwarding: cannot take the forwarding lock"),
-            }
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        };
-        tracing::info!(target = %self.label(), "forwarding the audit log");
         loop {
-            if let Err(e) = self.round().await {
-                tracing::warn!(error = format!("{e:#}"), target = %self.label(), "audit forwarding interrupted");
-                self.disconnect();
+            let mut lock = match self.db.hold_advisory_lock(LOCK).await {
+                Ok(Some(conn)) => conn,
+                Ok(None) => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit forwarding: cannot take the forwarding lock");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            tracing::info!(target = %self.label(), "forwarding the audit log");
+            for round in 0u64.. {
+                // The lock lives as long as its connection: a database restart
+                // ends it, and another instance may have taken it since.
+                if round % 25 == 0 && sqlx::Connection::ping(&mut lock).await.is_err() {
+                    tracing::warn!("audit forwarding: lost the forwarding lock; taking it again");
+                    self.disconnect();
+                    break;
+                }
+                if let Err(e) = self.round().await {
+                    tracing::warn!(error = format!("{e:#}"), target = %self.label(), "audit forwarding interrupted");
+                    self.disconnect();
+                }
+                tokio::time::sleep(TICK).await;
             }
-            tokio::time::sleep(TICK).await;
         }
     }
 
@@ -168,8 +175,8 @@ impl Forwarder {
     /// One round: confirm what a live connection carried, connect if need be,
     /// and send every tenant's next rows.
     pub async fn round(&mut self) -> anyhow::Result<()> {
-        if let Some(Conn::Stream { probe, .. }) = &self.conn
-            && !alive(probe)
+        if let Some(Conn::Stream(io)) = &mut self.conn
+            && !alive(io)
         {
             anyhow::bail!("the receiver closed the connection");
         }
@@ -179,7 +186,6 @@ impl Forwarder {
                 return Ok(());
             }
             self.conn = Some(self.connect().await?);
-            self.backoff = Duration::from_millis(250);
         }
         for tenant in self.db.tenant_ids().await? {
             self.send_tenant(tenant).await?;
@@ -190,12 +196,20 @@ impl Forwarder {
     /// Moves the cursors of rows sent long enough ago on a connection still up
     /// (`all`: every sent row, for UDP).
     async fn confirm(&mut self, all: bool) -> anyhow::Result<()> {
-        let due: Vec<(Uuid, i64)> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| all || p.since.elapsed() >= CONFIRM_AFTER)
-            .map(|(t, p)| (*t, p.upto))
-            .collect();
+        let mut due = Vec::new();
+        for (tenant, batches) in &mut self.pending {
+            let mut upto = None;
+            while let Some(&(last, at)) = batches.front() {
+                if !all && at.elapsed() < CONFIRM_AFTER {
+                    break;
+                }
+                upto = Some(last);
+                batches.pop_front();
+            }
+            if let Some(upto) = upto {
+                due.push((*tenant, upto));
+            }
+        }
         for (tenant, upto) in due {
             let mut tx = self.db.tenant_tx(tenant, None).await?;
             sqlx::query("UPDATE audit_chain SET forwarded_seq = GREATEST(forwarded_seq, $2) WHERE tenant_id = $1")
@@ -204,9 +218,8 @@ impl Forwarder {
                 .execute(tx.conn())
                 .await?;
             tx.commit().await?;
-            if self.pending.get(&tenant).is_some_and(|p| p.upto == upto) {
-                self.pending.remove(&tenant);
-            }
+            // The receiver has been taking rows: back off from scratch next time.
+            self.backoff = Duration::from_millis(250);
         }
         Ok(())
     }
@@ -240,7 +253,7 @@ impl Forwarder {
         }
         let Some(conn) = &mut self.conn else { return Ok(()) };
         match conn {
-            Conn::Stream { io, .. } => {
+            Conn::Stream(io) => {
                 let mut buf = Vec::new();
                 for line in &frames {
                     buf.extend_from_slice(format!("{} ", line.len()).as_bytes());
@@ -251,12 +264,17 @@ impl Forwarder {
             }
             Conn::Udp(socket) => {
                 for line in &frames {
-                    socket.send(line.as_bytes()).await?;
+                    // A datagram holds at most 65,507 bytes: a longer row is cut.
+                    let mut end = line.len().min(65_000);
+                    while !line.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    socket.send(&line.as_bytes()[..end]).await?;
                 }
             }
         }
         self.sent.insert(tenant, last);
-        self.pending.insert(tenant, Pending { upto: last, since: Instant::now() });
+        self.pending.entry(tenant).or_default().push_back((last, Instant::now()));
         if matches!(self.conn, Some(Conn::Udp(_))) {
             self.confirm(true).await?;
         }
@@ -276,9 +294,6 @@ impl Forwarder {
             SyslogTransport::Tcp | SyslogTransport::Tls => {
                 let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr)).await??;
                 tcp.set_nodelay(true)?;
-                let std = tcp.into_std()?;
-                let probe = std.try_clone()?;
-                let tcp = TcpStream::from_std(std)?;
                 let io: Box<dyn Stream> = match &self.tls {
                     None => Box::new(tcp),
                     Some(config) => {
@@ -287,20 +302,26 @@ impl Forwarder {
                         Box::new(tokio::time::timeout(timeout, connector.connect(name, tcp)).await??)
                     }
                 };
-                Ok(Conn::Stream { io, probe })
+                Ok(Conn::Stream(io))
             }
         }
     }
 }
 
-/// Whether the peer has not closed or reset the connection: a peek that would
-/// block means it is up with nothing to read.
-fn alive(socket: &std::net::TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    match socket.peek(&mut byte) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+/// Whether the peer has not closed or reset the connection: a read that
+/// would wait means it is up with nothing to say. Reading through the stream
+/// (not the socket beneath) also takes in what TLS sends unasked (session
+/// tickets), which would otherwise look like data forever.
+fn alive(io: &mut Box<dyn Stream>) -> bool {
+    use futures::FutureExt;
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    loop {
+        match io.read(&mut buf).now_or_never() {
+            None => return true,
+            Some(Ok(0)) | Some(Err(_)) => return false,
+            Some(Ok(_)) => continue,
+        }
     }
 }
 

@@ -127,7 +127,7 @@ pub async fn purge(
     permit: Permit,
     Tx(mut tx): Tx,
 ) -> Answer {
-    let outcome = holds::purge_in(&s, &permit, &src, &mut tx, s.clock.now()).await;
+    let outcome = holds::purge_in(&s, &permit, &src, &mut tx, s.clock.now(), None).await;
     settle(tx, &permit, &src, "released", outcome).await
 }
 

@@ -48,31 +48,46 @@ async fn pass(tx: &mut TenantTx, permit: &Permit, source: &Source, hold: Hold, n
     })
 }
 
-/// Releases the tenant's audit data past retention (after archiving it).
+/// `POST /api/audit-logs/purge`'s stored body: the partitions the request is
+/// about, as its approvers saw them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Purge {
+    pub partitions: Vec<String>,
+}
+
+/// Releases the tenant's audit data past retention (after archiving it): the
+/// partitions expired now (`None`, a new request) or those an approved request
+/// named.
 pub async fn purge_in(
     state: &AppState,
     permit: &Permit,
     source: &Source,
     tx: &mut TenantTx,
     now: OffsetDateTime,
+    approved: Option<Purge>,
 ) -> Gated<Vec<ArchiveRecord>> {
     let days = state.config.audit.retention_days;
-    let expired: Vec<String> = retention::expired(&state.db, now, days).await?.into_iter().map(|p| p.name).collect();
-    if expired.is_empty() {
+    let partitions = match approved {
+        Some(purge) => purge.partitions,
+        None => retention::expired(&state.db, now, days).await?.into_iter().map(|p| p.name).collect(),
+    };
+    if partitions.is_empty() {
         return Err(AppError::Conflict(format!("no audit data is past the retention of {days} days")));
     }
     if chain::head(tx).await?.legal_hold {
         return Err(AppError::Conflict("the audit log is under legal hold: nothing is purged".into()));
     }
-    let summary = format!("Purge the audit data past {days} days ({})", expired.join(", "));
+    let summary = format!("Purge the audit data past {days} days ({})", partitions.join(", "));
+    let body = Purge { partitions };
     let hold = Hold::new(Operation::AuditPurge, ROUTE_PURGE, summary)
-        .change(json!({ "partitions": expired, "retentionDays": days }));
+        .body(&body)
+        .change(json!({ "partitions": body.partitions, "retentionDays": days }));
     match pass(tx, permit, source, hold, now).await? {
         Err(denial) => return Ok(Err(denial)),
         Ok(Done::Held(approval)) => return Ok(Ok(Done::Held(approval))),
         Ok(Done::Now(())) => {}
     }
-    let released = retention::release_expired(state, tx, source, now).await?;
+    let released = retention::release_expired(state, tx, source, now, &body.partitions).await?;
     let parts: Vec<&str> = released.iter().map(|r| r.partition.as_str()).collect();
     let entry = Entry::new(Action::AuditPurge, Outcome::Success)
         .details(json!({ "step": "release", "partitions": parts, "retentionDays": days }));

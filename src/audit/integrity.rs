@@ -90,6 +90,9 @@ pub async fn verify_and_record(
     tx: &mut TenantTx,
     source: &Source,
 ) -> Result<Verification, sqlx::Error> {
+    // As long as any read of the log may take (FORTIFILE_DASHBOARD_TIMEOUT):
+    // past it the request is a 503 and the connection is free again.
+    tx.for_log_reading(state.config.dashboard_timeout).await?;
     let found = verify::tenant(tx, &state.audit_key.public(), &[]).await?;
     let entry = match &found {
         Ok(v) => Entry::new(Action::AuditVerify, Outcome::Success)

@@ -124,6 +124,9 @@ pub async fn archive(
     head: &Head,
     part: &Partition,
 ) -> Result<Result<ArchiveRecord, NotYet>, AppError> {
+    if head.legal_hold {
+        return Ok(Err(NotYet::LegalHold));
+    }
     if let Some(done) = archive_of(tx, &part.name).await? {
         // Written by an earlier run: read it back again before anything relies on it.
         let checked = read_back(storage, &key.public(), &done.object_key).await?;
@@ -149,9 +152,6 @@ pub async fn archive(
     }
     if unsealed > 0 {
         return Ok(Err(NotYet::Unsealed));
-    }
-    if head.legal_hold {
-        return Ok(Err(NotYet::LegalHold));
     }
     // Everything up to the partition's last sealed row; rows sealed with it that
     // sit in a later partition are archived too (and stay until that one goes).
@@ -199,15 +199,12 @@ pub async fn archive(
     .bind(&sha256[..])
     .execute(tx.conn())
     .await?;
-    sqlx::query(
-        "UPDATE audit_chain SET anchor_seq = $2, anchor_hash = $3, archived_kept = archived_kept + $4 WHERE tenant_id = $1",
-    )
-    .bind(tenant)
-    .bind(last_seq)
-    .bind(&last_hash)
-    .bind(header.rows)
-    .execute(tx.conn())
-    .await?;
+    sqlx::query("UPDATE audit_chain SET anchor_seq = $2, anchor_hash = $3 WHERE tenant_id = $1")
+        .bind(tenant)
+        .bind(last_seq)
+        .bind(&last_hash)
+        .execute(tx.conn())
+        .await?;
     let entry = Entry::new(Action::AuditArchive, Outcome::Success).target("audit_archive", &object).details(json!({
         "partition": part.name,
         "key": object,
@@ -268,6 +265,78 @@ pub async fn read_back(
     checker.finish().map_err(|why| AppError::Conflict(format!("the audit archive {object}: {why}")))
 }
 
+/// Verifies the tenant's archives as one chain: contiguous from the genesis,
+/// each read from the storage and checked line by line (and against every
+/// checkpoint, kept or given, that falls inside it), each continuing the one
+/// before, the last ending where the chain in the database starts. Returns the
+/// archived rows checked.
+pub async fn verify_archives(
+    storage: &Storage,
+    key: &checkpoint::PublicKey,
+    tx: &mut TenantTx,
+    outside: &[checkpoint::Checkpoint],
+) -> Result<Result<(i64, usize), crate::audit::verify::Broken>, AppError> {
+    use crate::audit::verify::{Broken, Problem};
+    let tenant = tx.tenant_id();
+    let head = chain::head(tx).await?;
+    let broken = |seq: i64, detail: String| {
+        Ok(Err(Broken { tenant_id: tenant, seq, row_id: None, problem: Problem::Archive, detail }))
+    };
+    let mut pins = std::collections::BTreeMap::new();
+    for cp in checkpoint::all(tx).await?.iter().chain(outside.iter().filter(|c| c.tenant_id == tenant)) {
+        if cp.seq <= head.anchor_seq && cp.seq > 0 && cp.signed_by(key) {
+            pins.insert(cp.seq, cp.hash.clone());
+        }
+    }
+    let records = archives(tx).await?;
+    let (mut next, mut prev, mut rows) = (1i64, hex::encode(chain::genesis(tenant)), 0i64);
+    for record in &records {
+        if record.first_seq != next {
+            return broken(next, format!("no archive holds sequence {next}: the archives do not continue each other"));
+        }
+        let mut stream = match storage.read(&record.object_key, 1 << 20, 1 << 20).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                let detail = format!("the archive {} cannot be read from the storage: {e:#}", record.object_key);
+                return broken(record.first_seq, detail);
+            }
+        };
+        let mut checker = Checker::pinned(key.clone(), pins.clone());
+        let mut failed = None;
+        while let Some(chunk) = stream.try_next().await.transpose() {
+            let fed = chunk.map_err(|e| format!("reading it failed: {e:#}")).and_then(|c| checker.feed(&c));
+            if let Err(why) = fed {
+                failed = Some(why);
+                break;
+            }
+        }
+        let checked = match failed.map_or_else(|| checker.finish(), Err) {
+            Ok(c) => c,
+            Err(why) => return broken(record.first_seq, format!("the archive {}: {why}", record.object_key)),
+        };
+        let h = &checked.header;
+        if hex::encode(checked.sha256) != record.sha256
+            || h.first_seq != record.first_seq
+            || h.last_seq != record.last_seq
+        {
+            return broken(record.first_seq, format!("the archive {} is not the one recorded", record.object_key));
+        }
+        if h.prev_hash != prev {
+            return broken(
+                record.first_seq,
+                format!("the archive {} does not continue the one before", record.object_key),
+            );
+        }
+        prev = h.last_hash.clone();
+        next = h.last_seq + 1;
+        rows += h.rows;
+    }
+    if next - 1 != head.anchor_seq || prev != hex::encode(&head.anchor_hash) {
+        return broken(head.anchor_seq, "the chain in the database does not start where the archives end".into());
+    }
+    Ok(Ok((rows, records.len())))
+}
+
 /// Lets the tenant's archived rows of `part` go (the drop can then take them).
 async fn release(tx: &mut TenantTx, part: &Partition) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -290,82 +359,95 @@ pub struct Report {
     pub dropped: Vec<String>,
     /// Partitions kept, and why.
     pub waiting: Vec<String>,
+    /// Partitions whose run failed, and the error.
+    pub failed: Vec<String>,
 }
 
 /// Archives, releases and drops what retention allows at `now` (the daily job).
+/// A partition that fails (an unreadable archive, a store that is down) is
+/// reported and kept; the others go on.
 pub async fn run(state: &AppState, now: OffsetDateTime) -> Result<Report, AppError> {
-    let days = state.config.audit.retention_days;
     let mut report = Report::default();
-    for part in expired(&state.db, now, days).await? {
-        let mut ready = true;
-        for tenant in state.db.tenant_ids().await? {
-            let mut tx = state.db.tenant_tx(tenant, None).await?;
-            let head = chain::lock_head(&mut tx, true).await?.ok_or(AppError::NotFound)?;
-            let done =
-                archive(&state.files.storage, &state.audit_key, &mut tx, &Source::default(), &head, &part).await?;
-            match done {
-                Err(NotYet::NoRows) => {}
-                Err(why) => {
-                    ready = false;
-                    report.waiting.push(format!("{}: tenant {tenant}: {why:?}", part.name));
-                }
-                Ok(record) => {
-                    report.archived.push(format!("{tenant}/{}", part.name));
-                    if record.released_at.is_none() {
-                        if dual::holds(&mut tx, Operation::AuditPurge).await? {
-                            ready = false;
-                            report
-                                .waiting
-                                .push(format!("{}: tenant {tenant}: waiting for an approved audit.purge", part.name));
-                        } else {
-                            release(&mut tx, &part).await?;
-                        }
-                    }
-                }
-            }
-            tx.commit().await?;
-        }
-        if ready {
-            let mut tx = state.db.tenant_tx(state.db.tenant_ids().await?[0], None).await?;
-            // One instance drops at a time; the others find it gone.
-            let still_there: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7261, 16) AND to_regclass($1) IS NOT NULL")
-                    .bind(&part.name)
-                    .fetch_one(tx.conn())
-                    .await?;
-            if still_there {
-                sqlx::query("SELECT audit_drop_partition($1, $2)")
-                    .bind(&part.name)
-                    .bind(days as i32)
-                    .execute(tx.conn())
-                    .await?;
-                tx.commit().await?;
-                report.dropped.push(part.name.clone());
-            }
+    for part in expired(&state.db, now, state.config.audit.retention_days).await? {
+        if let Err(e) = partition(state, &part, &mut report).await {
+            report.failed.push(format!("{}: {e}", part.name));
         }
     }
     Ok(report)
 }
 
+async fn partition(state: &AppState, part: &Partition, report: &mut Report) -> Result<(), AppError> {
+    let mut ready = true;
+    let tenants = state.db.tenant_ids().await?;
+    for &tenant in &tenants {
+        let mut tx = state.db.tenant_tx(tenant, None).await?;
+        let head = chain::lock_head(&mut tx, true).await?.ok_or(AppError::NotFound)?;
+        match archive(&state.files.storage, &state.audit_key, &mut tx, &Source::default(), &head, part).await? {
+            Err(NotYet::NoRows) => {}
+            Err(why) => {
+                ready = false;
+                report.waiting.push(format!("{}: tenant {tenant}: {why:?}", part.name));
+            }
+            Ok(record) => {
+                report.archived.push(format!("{tenant}/{}", part.name));
+                if record.released_at.is_none() {
+                    if dual::holds(&mut tx, Operation::AuditPurge).await? {
+                        ready = false;
+                        let why = "waiting for an approved audit.purge";
+                        report.waiting.push(format!("{}: tenant {tenant}: {why}", part.name));
+                    } else {
+                        release(&mut tx, part).await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    let Some(&first) = tenants.first() else { return Ok(()) };
+    if !ready {
+        return Ok(());
+    }
+    let mut tx = state.db.tenant_tx(first, None).await?;
+    // One instance drops at a time; the others find it gone.
+    let still_there: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7261, 16) AND to_regclass($1) IS NOT NULL")
+            .bind(&part.name)
+            .fetch_one(tx.conn())
+            .await?;
+    if still_there {
+        sqlx::query("SELECT audit_drop_partition($1, $2)")
+            .bind(&part.name)
+            .bind(state.config.audit.retention_days as i32)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        report.dropped.push(part.name.clone());
+    }
+    Ok(())
+}
+
 /// `POST /api/audit-logs/purge`, once it may run: archives and releases the
-/// tenant's rows of every expired partition. The partitions go at the next
+/// tenant's rows of the partitions `only` names (those the request showed its
+/// approvers) that are past retention. The partitions go at the next
 /// retention run, once every tenant with rows in them has released theirs.
 pub async fn release_expired(
     state: &AppState,
     tx: &mut TenantTx,
     source: &Source,
     now: OffsetDateTime,
+    only: &[String],
 ) -> Result<Vec<ArchiveRecord>, AppError> {
     let head = chain::lock_head(tx, true).await?.ok_or(AppError::NotFound)?;
     if head.legal_hold {
         return Err(AppError::Conflict("the audit log is under legal hold: nothing is purged".into()));
     }
     let mut released = Vec::new();
-    for part in expired(&state.db, now, state.config.audit.retention_days).await? {
+    let expired = expired(&state.db, now, state.config.audit.retention_days).await?;
+    for part in expired.iter().filter(|p| only.contains(&p.name)) {
         let head = chain::lock_head(tx, true).await?.ok_or(AppError::NotFound)?;
-        match archive(&state.files.storage, &state.audit_key, tx, source, &head, &part).await? {
+        match archive(&state.files.storage, &state.audit_key, tx, source, &head, part).await? {
             Ok(record) => {
-                release(tx, &part).await?;
+                release(tx, part).await?;
                 released.push(ArchiveRecord { released_at: Some(now), ..record });
             }
             Err(NotYet::NoRows) => {}

@@ -68,6 +68,8 @@ pub enum Problem {
     Unsealed,
     /// The chain's head does not match its last seal.
     Head,
+    /// An archive is missing, altered, or does not continue the chain.
+    Archive,
 }
 
 impl std::fmt::Display for Broken {
@@ -174,14 +176,18 @@ pub async fn tenant(
         }
     }
 
-    // Rows in the sealed range without a seal: inserted behind the sealer.
-    let in_range: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND txid < ($2::text)::xid8")
-            .bind(tenant)
-            .bind(head.horizon.to_string())
-            .fetch_one(tx.conn())
-            .await?;
-    if in_range > head.seq - head.anchor_seq + head.archived_kept {
+    // Every row below the horizon carries a seal, and every seal a row: rows
+    // slipped in behind the sealer (or given an old transaction id, as after a
+    // restore into a new cluster) have none.
+    let (in_range, seals): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND txid < ($2::text)::xid8), \
+                (SELECT count(*) FROM audit_seals WHERE tenant_id = $1)",
+    )
+    .bind(tenant)
+    .bind(head.horizon.to_string())
+    .fetch_one(tx.conn())
+    .await?;
+    if in_range > seals {
         let stray: Option<Uuid> = sqlx::query_scalar(
             "SELECT a.id FROM audit_logs a WHERE a.tenant_id = $1 AND a.txid < ($2::text)::xid8 \
              AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.tenant_id = a.tenant_id AND s.log_id = a.id) \
@@ -191,8 +197,8 @@ pub async fn tenant(
         .bind(head.horizon.to_string())
         .fetch_optional(tx.conn())
         .await?;
-        let extra = in_range - (head.seq - head.anchor_seq + head.archived_kept);
-        return broken(head.seq, stray, Problem::Unsealed, format!("{extra} rows in the sealed range carry no seal"));
+        let detail = format!("{} rows in the sealed range carry no seal", in_range - seals);
+        return broken(head.seq, stray, Problem::Unsealed, detail);
     }
 
     let mut prev: Hash = head.anchor_hash.as_slice().try_into().map_err(|_| chain::corrupt("the chain's anchor"))?;

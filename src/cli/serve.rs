@@ -23,6 +23,7 @@ const AUDIT_MONTHS_AHEAD: i32 = 12;
 pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
     let db = super::connect(target, config.db_pool_size).await?;
     setup::verify_least_privilege(&db).await?;
+    setup::record_audit_retention(&target.owner, config.audit.retention_days).await?;
     let report = seed::seed_default(&target.owner, &db).await?;
     tracing::info!(%report, "default data checked");
 

@@ -56,6 +56,20 @@ pub async fn migrate(owner: &PgConnectOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Records, as the owner, the audit retention the server runs with: the
+/// partition drop (migration 0011) refuses anything younger, whoever asks.
+pub async fn record_audit_retention(owner: &PgConnectOptions, days: u32) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect_with(owner).await.context("connecting as the schema owner")?;
+    sqlx::query(
+        "INSERT INTO audit_retention (days) VALUES ($1) ON CONFLICT (only_row) DO UPDATE SET days = EXCLUDED.days",
+    )
+    .bind(days as i32)
+    .execute(&mut conn)
+    .await?;
+    conn.close().await.ok();
+    Ok(())
+}
+
 /// Refuses to serve unless the serving role is not superuser, has no BYPASSRLS,
 /// owns no table, cannot change the audit log, and every tenant table has forced
 /// row-level security.
