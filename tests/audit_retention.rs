@@ -19,14 +19,19 @@ const OLD: &str = "audit_logs_2015_01";
 /// An expired month with `n` rows of the default tenant (written as the owner
 /// would have then), sealed before the rows written since.
 async fn old_month(app: &TestApp, n: i64) {
+    expired_month(app, 1, n).await;
+}
+
+/// Month `month` of 2015 as a partition with `n` rows of the default tenant, sealed.
+async fn expired_month(app: &TestApp, month: u8, n: i64) {
     let mut conn = app.owner_conn().await;
-    sqlx::raw_sql(
-        "CREATE TABLE audit_logs_2015_01 PARTITION OF audit_logs FOR VALUES FROM ('2015-01-01 00:00:00+00') \
-         TO ('2015-02-01 00:00:00+00')",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    // DDL takes no parameters; the month is a number from the test itself.
+    let ddl = format!(
+        "CREATE TABLE audit_logs_2015_{month:02} PARTITION OF audit_logs FOR VALUES FROM ('2015-{month:02}-01 00:00:00+00') \
+         TO ('2015-{next:02}-01 00:00:00+00')",
+        next = month + 1
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&mut conn).await.unwrap();
     sqlx::query("SELECT set_config('app.tenant_id', $1, false)")
         .bind(app.default_tenant.to_string())
         .execute(&mut conn)
@@ -34,11 +39,12 @@ async fn old_month(app: &TestApp, n: i64) {
         .unwrap();
     sqlx::query(
         "INSERT INTO audit_logs (tenant_id, created_at, action, result, details) \
-         SELECT $1, '2015-01-10 08:00:00+00'::timestamptz + make_interval(mins => i::int), 'file.download', 'success', \
-                jsonb_build_object('i', i) FROM generate_series(1, $2::int) i",
+         SELECT $1, make_timestamptz(2015, $3, 10, 8, 0, 0, 'UTC') + make_interval(mins => i::int), 'file.download', \
+                'success', jsonb_build_object('i', i) FROM generate_series(1, $2::int) i",
     )
     .bind(app.default_tenant)
     .bind(n)
+    .bind(i32::from(month))
     .execute(&mut conn)
     .await
     .unwrap();
@@ -187,6 +193,9 @@ async fn a_legal_hold_stops_the_purge_until_it_is_lifted() {
     let student = app.signed_in_as("sam", "student", "public").await;
     let (status, _) = student.put("/api/audit-logs/legal-hold", json!({ "hold": false, "reason": "x" })).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(student.post("/api/audit-logs/purge", json!({})).await.0, StatusCode::FORBIDDEN);
+    let denied = app.audit("rbac.denied").await;
+    assert_eq!(denied.len(), 2, "both refusals are recorded");
     admin.put("/api/audit-logs/legal-hold", json!({ "hold": false, "reason": "Matter closed" })).await;
     seal(&app).await;
     assert_eq!(run(&app).await.dropped, [OLD]);
@@ -311,25 +320,8 @@ async fn an_approved_purge_releases_only_the_months_its_approvers_saw() {
     assert_eq!(body["approval"]["change"]["partitions"], json!([OLD]), "{body}");
     let id = body["approval"]["id"].as_str().unwrap().to_string();
     // Another month expires (appears) before the approval.
+    expired_month(&app, 2, 1).await;
     let mut conn = app.owner_conn().await;
-    sqlx::raw_sql(
-        "CREATE TABLE audit_logs_2015_02 PARTITION OF audit_logs FOR VALUES FROM ('2015-02-01 00:00:00+00') \
-         TO ('2015-03-01 00:00:00+00')",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, false)")
-        .bind(app.default_tenant.to_string())
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO audit_logs (tenant_id, created_at, action, result) VALUES ($1, '2015-02-03', 'auth.login', 'success')")
-        .bind(app.default_tenant)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    seal(&app).await;
     let (_, body) = b.post(&format!("/api/approvals/{id}/approve"), json!({})).await;
     assert_eq!(body["approval"]["status"], "executed", "{body}");
     let released: Vec<String> =
