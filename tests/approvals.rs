@@ -571,3 +571,31 @@ async fn a_vote_from_someone_who_lost_eligibility_since_no_longer_counts() {
     let (_, body) = d.post(&format!("/api/approvals/{id}/approve"), json!({})).await;
     assert_eq!(body["approval"]["status"], "executed", "{body}");
 }
+
+#[tokio::test]
+async fn a_role_that_makes_approvers_is_assigned_only_under_dual_control_and_keeps_its_name() {
+    let app = TestApp::spawn().await;
+    enable(&app, "role.assign_privileged", 1).await;
+    enable(&app, "user.delete", 1).await;
+    sqlx::query("UPDATE approval_policies SET approver_roles = '{staff}' WHERE operation = 'user.delete'")
+        .execute(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    let (a, _b) = two_admins(&app).await;
+    let carol = app.create_user("carol", "student", "General", "public").await;
+    // Giving carol `staff` would make her an approver of deletions: held.
+    let (status, body) = a.post(&format!("/api/users/{carol}/roles"), json!({ "role": "staff" })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(roles_of(&app, "carol").await, ["student"]);
+    // Nor can the approver role be renamed away, or another role take its name.
+    let staff = app.role_id("staff").await;
+    let (status, _) = a.put(&format!("/api/roles/{staff}"), json!({ "name": "staff-old" })).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, body) = a.post("/api/roles", json!({ "name": "helpers", "permissions": {} })).await;
+    let helpers = body["role"]["id"].as_str().unwrap().to_string();
+    let (status, body) = a.put(&format!("/api/roles/{helpers}"), json!({ "name": "Staff" })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    // An ordinary role is still assigned at once.
+    let (status, _) = a.post(&format!("/api/users/{carol}/roles"), json!({ "role": "helpers" })).await;
+    assert_eq!(status, StatusCode::CREATED);
+}

@@ -122,6 +122,33 @@ pub fn any_privileged(mut permissions: impl Iterator<Item = Permission>) -> bool
     permissions.any(|p| PRIVILEGED.contains(&p))
 }
 
+/// Whether the role `name` with `grants` is privileged: it carries a
+/// privileged permission, or it makes its holders approvers (a policy, or a
+/// request still open, names it among its approver roles). Assigning such a
+/// role is held like any privileged assignment, so nobody makes a second
+/// approver alone.
+pub async fn privileged_role(
+    tx: &mut TenantTx,
+    name: &str,
+    grants: impl Iterator<Item = Permission>,
+) -> Result<bool, sqlx::Error> {
+    Ok(any_privileged(grants) || approver_role(tx, name).await?)
+}
+
+/// Whether an enabled policy or an open request names the role `name` among
+/// its approver roles.
+pub async fn approver_role(tx: &mut TenantTx, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM approval_policies WHERE enabled \
+                          AND lower($1) = ANY (SELECT lower(x) FROM unnest(approver_roles) x)) \
+             OR EXISTS (SELECT 1 FROM approvals WHERE status IN ('pending', 'approved') \
+                          AND lower($1) = ANY (SELECT lower(x) FROM unnest(approver_roles) x))",
+    )
+    .bind(name)
+    .fetch_one(tx.conn())
+    .await
+}
+
 /// The approval an operation is being run under: set on the requester's
 /// permit by the `approvals` module when the last approval arrives.
 #[derive(Debug, Clone)]

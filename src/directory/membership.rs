@@ -155,7 +155,7 @@ pub async fn assign_attempt(
         "before": before.map(|e| json!({ "expiresAt": rfc3339(e) })),
         "after": { "expiresAt": rfc3339(input.expires_at) },
     });
-    if dual::any_privileged(role.grants.keys().copied()) {
+    if dual::privileged_role(tx, &role.name, role.grants.keys().copied()).await? {
         let summary = format!("Assign the role {} to {}", role.name, target.username);
         let hold = Hold::new(Operation::RoleAssignPrivileged, ROUTE_ASSIGN, summary)
             .params(json!({ "id": id }))
@@ -252,7 +252,7 @@ pub async fn approve(
         };
         let role = grantable_role(&mut tx, permit, &role_name).await?;
         // Like a new account, an approved one is not born with what dual control would hold.
-        if dual::any_privileged(role.grants.keys().copied())
+        if dual::privileged_role(&mut tx, &role.name, role.grants.keys().copied()).await?
             && dual::holds(&mut tx, Operation::RoleAssignPrivileged).await?
         {
             return Err(AppError::Conflict(

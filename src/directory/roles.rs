@@ -423,6 +423,19 @@ pub async fn update_attempt(
                 ))
                 .into());
             }
+            // A policy names its approvers by role name: renaming one of those
+            // roles, or another role to one of those names, would move who may
+            // approve without dual control.
+            if !n.eq_ignore_ascii_case(&before_view.name)
+                && (dual::approver_role(tx, &before_view.name).await? || dual::approver_role(tx, &n).await?)
+            {
+                return Err(AppError::Conflict(
+                    "A dual-control policy names this role (or that name) among its approvers: change the policy \
+                     first"
+                        .into(),
+                )
+                .into());
+            }
             n
         }
         None => before_view.name.clone(),

@@ -207,7 +207,9 @@ async fn create_attempt(
     let (_, department) = placeable_department(tx, permit, &input.department).await?;
     let (_, clearance, rank) = grantable_clearance(tx, permit, &input.clearance_level).await?;
     // An account is not born with what dual control would hold for an existing one.
-    if dual::any_privileged(role.grants.keys().copied()) && dual::holds(tx, Operation::RoleAssignPrivileged).await? {
+    if dual::privileged_role(tx, &role.name, role.grants.keys().copied()).await?
+        && dual::holds(tx, Operation::RoleAssignPrivileged).await?
+    {
         return Err(AppError::Conflict(
             "Privileged roles are assigned under dual control: create the account with another role, then \
              assign this one"
@@ -390,7 +392,9 @@ pub async fn update_attempt(
     };
     // What dual control holds: a privileged role, or the highest clearance.
     let mut held = Vec::new();
-    if new_role.as_ref().is_some_and(|r| dual::any_privileged(r.grants.keys().copied())) {
+    if let Some(role) = &new_role
+        && dual::privileged_role(tx, &role.name, role.grants.keys().copied()).await?
+    {
         held.push(Operation::RoleAssignPrivileged);
     }
     if let Some((_, _, rank)) = &clearance
