@@ -52,9 +52,16 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
         None => None,
     };
     let served = app::serve(listener, state.clone(), shutdown_signal()).await;
+    // Background work is cancelled and waited for, so that its connections
+    // are back in the pool before it closes.
     maintenance.abort();
     sealing.abort();
-    forwarding.inspect(|f| f.abort());
+    let _ = maintenance.await;
+    let _ = sealing.await;
+    if let Some(forwarding) = forwarding {
+        forwarding.abort();
+        let _ = forwarding.await;
+    }
     audit::jobs::final_checkpoints(&state).await;
     db.close().await;
     served.context("serving HTTP")?;

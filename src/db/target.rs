@@ -59,7 +59,17 @@ impl DbTarget {
             );
             return;
         }
-        match super::setup::other_clients(&self.owner).await {
+        // Backends of connections this process just closed take a moment to
+        // leave pg_stat_activity: count again for up to two seconds.
+        let mut clients = super::setup::other_clients(&self.owner).await;
+        for _ in 0..20 {
+            if !matches!(clients, Ok(n) if n > 0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            clients = super::setup::other_clients(&self.owner).await;
+        }
+        match clients {
             Ok(0) => stop(pg).await,
             Ok(n) => tracing::info!(clients = n, "embedded PostgreSQL left running for the processes attached to it"),
             Err(e) => {
