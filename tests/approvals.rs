@@ -599,3 +599,35 @@ async fn a_role_that_makes_approvers_is_assigned_only_under_dual_control_and_kee
     let (status, _) = a.post(&format!("/api/users/{carol}/roles"), json!({ "role": "helpers" })).await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn an_approved_export_can_still_be_denied_before_it_runs() {
+    let app = TestApp::spawn().await;
+    enable(&app, "audit.export", 1).await;
+    let (a, b) = two_admins(&app).await;
+    let c = app.signed_in_as("cleo", "admin", "restricted").await;
+    let (_, body) = a.get("/api/audit-logs/export.csv?action=auth.login").await;
+    let id = approval_id(&body);
+    assert_eq!(b.post(&format!("/api/approvals/{id}/approve"), json!({})).await.1["approval"]["status"], "approved");
+    let (status, body) = c.post(&format!("/api/approvals/{id}/deny"), json!({ "reason": "too wide" })).await;
+    assert_eq!((status, &body["approval"]["status"]), (StatusCode::OK, &json!("denied")), "{body}");
+    let run = a.get(&format!("/api/audit-logs/export.csv?action=auth.login&approval={id}")).await.0;
+    assert_eq!(run, StatusCode::CONFLICT);
+    assert_eq!(app.audit_count("audit.export").await, 0);
+}
+
+#[tokio::test]
+async fn an_export_whose_approver_lost_eligibility_cannot_be_run() {
+    let app = TestApp::spawn().await;
+    enable(&app, "audit.export", 1).await;
+    let (a, b) = two_admins(&app).await;
+    let (_, body) = a.get("/api/audit-logs/export.csv?action=auth.login").await;
+    let id = approval_id(&body);
+    b.post(&format!("/api/approvals/{id}/approve"), json!({})).await;
+    let bob = app.user_id("bob").await;
+    assert_eq!(a.put(&format!("/api/users/{bob}"), json!({ "role": "staff" })).await.0, StatusCode::OK);
+    let run = a.get(&format!("/api/audit-logs/export.csv?action=auth.login&approval={id}")).await.0;
+    assert_eq!(run, StatusCode::CONFLICT);
+    assert_eq!(last_reason(&app, "approval.execute").await, ("fail".into(), json!("approvals_lapsed")));
+    assert_eq!(app.audit_count("audit.export").await, 0);
+}

@@ -85,10 +85,11 @@ async fn undecidable(
     me: Uuid,
     now: time::OffsetDateTime,
     own: (&'static str, &'static str),
+    decidable: &[&str],
 ) -> Result<Option<(&'static str, AppError)>, sqlx::Error> {
     Ok(if is_expired(request, now) {
         Some(("expired", AppError::Conflict("This request has expired".into())))
-    } else if request.status != "pending" {
+    } else if !decidable.contains(&request.status.as_str()) {
         Some(("not_pending", AppError::Conflict(format!("This request is {}, not pending", request.status))))
     } else if request.requester_id == me {
         Some((own.0, AppError::forbidden(own.1)))
@@ -118,22 +119,6 @@ async fn benefits(tx: &mut TenantTx, request: &Locked, me: Uuid) -> Result<bool,
     })
 }
 
-/// Approvals that count now: votes of people still eligible to give them (a
-/// vote from someone since demoted or suspended no longer counts).
-async fn standing_votes(tx: &mut TenantTx, id: Uuid, now: time::OffsetDateTime) -> Result<i64, sqlx::Error> {
-    let voters: Vec<Uuid> = sqlx::query_scalar("SELECT approver_id FROM approval_votes WHERE approval_id = $1")
-        .bind(id)
-        .fetch_all(tx.conn())
-        .await?;
-    let mut count = 0;
-    for voter in voters {
-        if dual::eligible(tx, id, voter, now).await? {
-            count += 1;
-        }
-    }
-    Ok(count)
-}
-
 fn is_expired(request: &Locked, now: time::OffsetDateTime) -> bool {
     request.is_open() && request.expires_at <= now
 }
@@ -152,7 +137,7 @@ pub async fn approve(
     let request = locked(state, &mut tx, source, id).await?;
     let action = Action::ApprovalApprove;
     let own = ("self_approval", "You cannot approve your own request");
-    if let Some((reason, error)) = undecidable(&mut tx, &request, me, now, own).await? {
+    if let Some((reason, error)) = undecidable(&mut tx, &request, me, now, own, &["pending"]).await? {
         return refuse(tx, source, &request, action, reason, error).await;
     }
     let voted = sqlx::query(
@@ -171,7 +156,7 @@ pub async fn approve(
         let error = AppError::Conflict("You have already approved this request".into());
         return refuse(tx, source, &request, action, "already_approved", error).await;
     }
-    let count = standing_votes(&mut tx, id, now).await?;
+    let count = dual::standing_votes(&mut tx, id, now).await?;
     let entry = request.entry(
         action,
         Outcome::Success,
@@ -204,7 +189,9 @@ pub async fn deny(
     let request = locked(state, &mut tx, source, id).await?;
     let action = Action::ApprovalDeny;
     let own = ("self_denial", "Cancel your own request instead of denying it");
-    if let Some((reason, error)) = undecidable(&mut tx, &request, me, now, own).await? {
+    // An approved export waits for its requester to run it: until then an
+    // eligible approver may still deny it.
+    if let Some((reason, error)) = undecidable(&mut tx, &request, me, now, own, &["pending", "approved"]).await? {
         return refuse(tx, source, &request, action, reason, error).await;
     }
     close(&mut tx, &request, "denied", me, reason.as_deref(), now).await?;

@@ -536,6 +536,22 @@ pub async fn eligible(tx: &mut TenantTx, id: Uuid, user: Uuid, now: OffsetDateTi
         .await
 }
 
+/// Approvals that count now: votes of people still eligible to give them (a
+/// vote from someone since demoted or suspended no longer counts).
+pub async fn standing_votes(tx: &mut TenantTx, id: Uuid, now: OffsetDateTime) -> Result<i64, sqlx::Error> {
+    let voters: Vec<Uuid> = sqlx::query_scalar("SELECT approver_id FROM approval_votes WHERE approval_id = $1")
+        .bind(id)
+        .fetch_all(tx.conn())
+        .await?;
+    let mut count = 0;
+    for voter in voters {
+        if eligible(tx, id, voter, now).await? {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 /// The facts every audit row of a run under `request` carries.
 pub async fn facts(tx: &mut TenantTx, request: &Locked) -> Result<serde_json::Map<String, Value>, sqlx::Error> {
     let approvers: Vec<Uuid> =
@@ -587,6 +603,8 @@ pub async fn redeem(
         Some(("not_approved", AppError::Conflict("This request is not approved".into())))
     } else if locked.request_sha256 != hash {
         Some(("different_request", AppError::Conflict("This approval is for a different request".into())))
+    } else if standing_votes(tx, id, now).await? < i64::from(locked.approvals_required) {
+        Some(("approvals_lapsed", AppError::Conflict("An approver has lost eligibility since: ask again".into())))
     } else {
         None
     };
