@@ -201,9 +201,9 @@ fn operations() -> Vec<Op> {
     };
     let server = vec![
         Op::get("/healthz", "The process is alive").answers(200, Reply::new().field::<String>("status")),
-        Op::get("/readyz", "The database answers")
+        Op::get("/readyz", "The instance takes work and its database answers")
             .answers(200, Reply::new().field::<String>("status"))
-            .error(503, "The database does not answer"),
+            .error(503, "The database does not answer, or the instance is shutting down"),
         Op::get("/api/openapi.json", "This description").answers(200, Reply::new().describe("OpenAPI 3.1")),
     ];
     [server, auth::api(), mfa::api(), dir::api(), files::api(), audit::api(), incidents::api(), approvals::api()]
@@ -243,6 +243,7 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
         }))
         .layer(from_fn_with_state(state.clone(), middleware::request_id))
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
         .with_state(state)
 }
 
@@ -251,20 +252,35 @@ async fn live() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// `GET /readyz`: the database answers.
+/// `GET /readyz`: the instance wants work (it is not shutting down) and the
+/// database answers.
 async fn ready(State(state): State<AppState>) -> Response {
+    if state.readiness.is_draining() {
+        return AppError::Draining.into_response();
+    }
     match tokio::time::timeout(Duration::from_secs(3), state.db.ping()).await {
         Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
         _ => AppError::Unavailable.into_response(),
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves; in-flight requests finish.
+/// Serves `state` on `listener` until `shutdown` resolves; then `/readyz`
+/// answers 503 for `FORTIFILE_SHUTDOWN_DRAIN_SECONDS` while everything else is
+/// still served, then the listener closes and in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let readiness = state.readiness.clone();
+    let drain = state.config.ops.shutdown_drain;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let drained = async move {
+        shutdown.await;
+        readiness.drain();
+        tracing::info!(seconds = drain.as_secs(), "draining: /readyz answers 503 until the balancer stops sending");
+        tokio::time::sleep(drain).await;
+        tracing::info!("no longer accepting connections: finishing in-flight requests");
+    };
+    axum::serve(listener, app).with_graceful_shutdown(drained).await
 }

@@ -37,16 +37,28 @@ pub fn load_32(
             }
             let mut bytes = Zeroizing::new([0u8; 32]);
             SystemRandom::new().fill(bytes.as_mut()).map_err(|_| anyhow::anyhow!("the system random source failed"))?;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating the {what} file {}", path.display()))?;
-            file.write_all(Zeroizing::new(format!("{}\n", hex::encode(bytes.as_ref()))).as_bytes())?;
-            file.sync_all()?;
-            tracing::warn!(path = %path.display(), "generated a new {what}; back it up");
-            Ok(bytes)
+            // Written whole under a name of its own, then linked into place:
+            // instances starting together on one data directory never read a
+            // half-written key, and the one whose link fails uses the winner's.
+            let staging = path.with_extension(format!("new-{}", std::process::id()));
+            let written = (|| {
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&staging)?;
+                file.write_all(Zeroizing::new(format!("{}\n", hex::encode(bytes.as_ref()))).as_bytes())?;
+                file.sync_all()?;
+                std::fs::hard_link(&staging, path)
+            })();
+            let _ = std::fs::remove_file(&staging);
+            match written {
+                Ok(()) => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+                    }
+                    tracing::warn!(path = %path.display(), "generated a new {what}; back it up");
+                    Ok(bytes)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_32(None, var, path, what),
+                Err(e) => Err(e).with_context(|| format!("creating the {what} file {}", path.display())),
+            }
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }

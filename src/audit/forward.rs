@@ -187,9 +187,11 @@ impl Forwarder {
             }
             self.conn = Some(self.connect().await?);
         }
+        let mut backlog = 0;
         for tenant in self.db.tenant_ids().await? {
-            self.send_tenant(tenant).await?;
+            backlog += self.send_tenant(tenant).await?;
         }
+        crate::telemetry::syslog_backlog(backlog);
         Ok(())
     }
 
@@ -224,16 +226,19 @@ impl Forwarder {
         Ok(())
     }
 
-    async fn send_tenant(&mut self, tenant: Uuid) -> anyhow::Result<()> {
+    /// Sends the tenant's next batch; returns how many sealed rows the
+    /// receiver has not confirmed yet (before this batch).
+    async fn send_tenant(&mut self, tenant: Uuid) -> anyhow::Result<i64> {
         let mut tx = self.db.tenant_tx(tenant, None).await?;
         let head = super::chain::head(&mut tx).await?;
+        let backlog = head.seq - head.forwarded_seq.max(head.anchor_seq);
         let after = match self.sent.get(&tenant) {
             Some(sent) => *sent,
             None => head.forwarded_seq.max(head.anchor_seq),
         };
         if after >= head.seq {
             tx.commit().await?;
-            return Ok(());
+            return Ok(backlog);
         }
         let upto = head.seq.min(after + BATCH);
         let links: Vec<Link> =
@@ -251,7 +256,7 @@ impl Forwarder {
             frames.push(line);
             last = link.seq;
         }
-        let Some(conn) = &mut self.conn else { return Ok(()) };
+        let Some(conn) = &mut self.conn else { return Ok(backlog) };
         match conn {
             Conn::Stream(io) => {
                 let mut buf = Vec::new();
@@ -278,7 +283,7 @@ impl Forwarder {
         if matches!(self.conn, Some(Conn::Udp(_))) {
             self.confirm(true).await?;
         }
-        Ok(())
+        Ok(backlog)
     }
 
     async fn connect(&self) -> anyhow::Result<Conn> {

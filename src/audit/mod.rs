@@ -304,4 +304,5 @@ pub async fn record(tx: &mut TenantTx, source: &Source, mut entry: Entry) -> Res
     .bind(entry.classification)
     .fetch_one(tx.conn())
     .await
+    .inspect(|_| crate::telemetry::audit_row())
 }

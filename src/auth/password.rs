@@ -41,6 +41,23 @@ fn argon2() -> Argon2<'static> {
 /// One hasher's working memory: `m` KiB of Argon2 blocks.
 type Memory = Vec<Block>;
 
+/// One hash waiting for or holding a permit, counted in the Argon2 queue
+/// metric until dropped (also when its caller gives up while waiting).
+struct Queued;
+
+impl Queued {
+    fn new() -> Queued {
+        crate::telemetry::argon2_queue(1.0);
+        Queued
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        crate::telemetry::argon2_queue(-1.0);
+    }
+}
+
 /// Hashes and verifies passwords off the async executor.
 #[derive(Clone)]
 pub struct Passwords {
@@ -81,10 +98,11 @@ impl Passwords {
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> anyhow::Result<T> {
+        let queued = Queued::new();
         let permit = self.permits.clone().acquire_owned().await.context("password hasher closed")?;
         let pool = self.memory.clone();
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let (_permit, _queued) = (permit, queued);
             let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
             // Never empty while permits and blocks are paired; should it be, a
             // block of its own (returned to the pool after) keeps the hash going.

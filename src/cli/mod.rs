@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod jobs;
 mod serve;
 
 use std::process::ExitCode;
@@ -69,7 +70,7 @@ pub fn run() -> ExitCode {
         eprintln!("error: .env: {e}");
         return ExitCode::from(2);
     }
-    init_tracing();
+    crate::telemetry::init_log(crate::config::LogFormat::from_env());
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -91,12 +92,6 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {

@@ -166,6 +166,16 @@ impl Database {
         sqlx::query_scalar("SELECT audit_ensure_partitions($1)").bind(months_ahead).fetch_one(&self.pool).await
     }
 
+    /// Forgets finished job runs older than `days` days (`job_runs` is the
+    /// deployment's, not tenant data).
+    pub async fn forget_job_runs(&self, days: i32) -> Result<u64, sqlx::Error> {
+        sqlx::query("DELETE FROM job_runs WHERE finished_at < now() - make_interval(days => $1)")
+            .bind(days)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+    }
+
     /// The audit log's partitions, by name (the catalogue, not tenant data).
     pub async fn audit_partitions(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
@@ -180,7 +190,7 @@ impl Database {
     /// advisory lock `key`, or `None` when another holds it. The lock lasts as
     /// long as the connection: an instance that dies lets it go.
     pub async fn hold_advisory_lock(&self, key: (i32, i32)) -> Result<Option<PgConnection>, sqlx::Error> {
-        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let mut conn = self.dedicated_connection().await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
             .bind(key.0)
             .bind(key.1)
@@ -192,6 +202,18 @@ impl Database {
             conn.close().await.ok();
             Ok(None)
         }
+    }
+
+    /// A connection as the serving role outside the pool, for work that holds
+    /// session-level advisory locks (the job scheduler, the syslog forwarder).
+    /// Not for tenant data: that goes through [`Database::tenant_tx`].
+    pub async fn dedicated_connection(&self) -> Result<PgConnection, sqlx::Error> {
+        PgConnection::connect_with(&self.pool.connect_options()).await
+    }
+
+    /// The pool's connections, and how many of them are idle (for metrics).
+    pub fn pool_use(&self) -> (u32, u32) {
+        (self.pool.size(), u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX))
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -212,7 +234,14 @@ impl Database {
 /// transaction, which rolls back as every dropped transaction does.
 async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let pool = pool.clone();
-    tokio::spawn(async move { pool.begin().await }).await.map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+    let asked = std::time::Instant::now();
+    tokio::spawn(async move {
+        let tx = pool.begin().await;
+        crate::telemetry::pool_wait(asked.elapsed());
+        tx
+    })
+    .await
+    .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
 }
 
 /// A transaction pinned to one tenant. Commit it, or dropping it rolls back.

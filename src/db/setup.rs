@@ -46,6 +46,39 @@ pub async fn other_clients(owner: &PgConnectOptions) -> anyhow::Result<i64> {
     Ok(n)
 }
 
+/// Held by the instance that is setting the database up (migrations,
+/// retention, default data), so that instances started together do it one
+/// after the other: a session-level advisory lock on the owner's connection,
+/// released by [`StartupLock::release`] or when the process dies.
+pub struct StartupLock(PgConnection);
+
+impl StartupLock {
+    /// Waits until no other instance is setting up.
+    pub async fn take(owner: &PgConnectOptions) -> anyhow::Result<StartupLock> {
+        let mut conn = PgConnection::connect_with(owner)
+            .await
+            .context("connecting to PostgreSQL as the schema owner (DATABASE_URL)")?;
+        sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            .bind(STARTUP_LOCK.0)
+            .bind(STARTUP_LOCK.1)
+            .execute(&mut conn)
+            .await?;
+        Ok(StartupLock(conn))
+    }
+
+    pub async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(STARTUP_LOCK.0)
+            .bind(STARTUP_LOCK.1)
+            .execute(&mut self.0)
+            .await;
+        self.0.close().await.ok();
+    }
+}
+
+/// The start-up lock's key (class 7262 is the jobs', [`crate::jobs`]).
+const STARTUP_LOCK: (i32, i32) = (7263, 1);
+
 /// Applies pending migrations as the owner. Idempotent.
 pub async fn migrate(owner: &PgConnectOptions) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect_with(owner)

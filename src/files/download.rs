@@ -76,7 +76,10 @@ pub async fn download(
             let (mut plaintext, state, permit, source, facts, name) = carry?;
             match plaintext.next().await {
                 None => None,
-                Some(Ok(bytes)) => Some((Ok(bytes), Some((plaintext, state, permit, source, facts, name)))),
+                Some(Ok(bytes)) => {
+                    crate::telemetry::downloaded(bytes.len() as u64);
+                    Some((Ok(bytes), Some((plaintext, state, permit, source, facts, name))))
+                }
                 Some(Err(failure)) => {
                     record_late_failure(&state, &permit, &source, &facts, &name, &failure).await;
                     Some((Err(std::io::Error::other(failure.message())), None))
@@ -84,7 +87,11 @@ pub async fn download(
             }
         },
     );
-    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest);
+    let body = futures::stream::once(async move {
+        crate::telemetry::downloaded(first.len() as u64);
+        Ok::<_, std::io::Error>(first)
+    })
+    .chain(rest);
     Ok(attachment(&file, Body::from_stream(body)))
 }
 

@@ -310,6 +310,7 @@ async fn record(
     audit::record(&mut tx, source, entry).await?;
     let view = catalog::view(&mut tx, stored.file_id).await?;
     tx.commit().await?;
+    crate::telemetry::uploaded(stored.size);
     Ok(Uploaded::New(view))
 }
 

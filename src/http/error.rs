@@ -59,6 +59,10 @@ pub enum AppError {
     WrongSecondFactor,
     #[error("Service unavailable")]
     Unavailable,
+    /// `/readyz` of an instance that is shutting down (SIGTERM): it still
+    /// serves what it is sent while the balancer takes it out.
+    #[error("Shutting down: send new requests to another instance")]
+    Draining,
     /// A read that would run past its statement timeout (a dashboard range too
     /// large for the server to answer in time): 503, never a connection held.
     #[error("{0}")]
@@ -95,7 +99,7 @@ impl AppError {
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooManyRequests { .. } | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable | AppError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable | AppError::Draining | AppError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) | AppError::ServerFailure(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

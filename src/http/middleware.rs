@@ -1,11 +1,11 @@
 //! Cross-cutting request handling: request ids, security headers on every
-//! response, CSRF and Origin checks on every unsafe request.
+//! response, CSRF and Origin checks on every unsafe request, request metrics.
 
 use std::net::SocketAddr;
 
 use axum::{
     body::{Body, to_bytes},
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, MatchedPath, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -52,6 +52,23 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
         .unwrap_or_else(|| HeaderValue::from_str(&Uuid::new_v4().to_string()).expect("a UUID is a valid header value"));
     req.headers_mut().insert(REQUEST_ID, id);
     next.run(req).await
+}
+
+/// Counts and times every answered request by its route pattern (metrics).
+/// Layered inside the router, where the matched pattern is known; a path that
+/// matched no route is counted as `unmatched`.
+pub async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let res = next.run(req).await;
+    crate::telemetry::request(
+        method.as_str(),
+        route.as_deref().unwrap_or("unmatched"),
+        res.status().as_u16(),
+        started.elapsed(),
+    );
+    res
 }
 
 fn is_safe_token(id: &str) -> bool {

@@ -16,7 +16,10 @@ pub mod ratelimit;
 pub mod reply;
 pub mod routes;
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use crate::{
     audit::names::LoginNames, auth::password::Passwords, clock::Clock, config::Config, db::Database, files::Vault,
@@ -43,6 +46,23 @@ pub struct AppState {
     pub fingerprints: idempotency::Fingerprints,
     /// Signs the audit chain's checkpoints.
     pub audit_key: Arc<crate::audit::checkpoint::AuditKey>,
+    /// Whether this instance still wants new work (`/readyz`).
+    pub readiness: Readiness,
+}
+
+/// Set once at shutdown: from then on `/readyz` answers 503 so that a load
+/// balancer stops sending, while requests that still arrive are served.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn drain(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl AppState {
@@ -76,6 +96,7 @@ impl AppState {
             limits: Arc::new(limits),
             fingerprints,
             audit_key: Arc::new(audit_key),
+            readiness: Readiness::default(),
         })
     }
 }

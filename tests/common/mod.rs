@@ -8,6 +8,9 @@
 //! finished test processes are dropped at the next start.
 #![allow(dead_code)]
 
+pub mod fleet;
+pub mod moto;
+
 use std::{
     net::SocketAddr,
     sync::{Arc, OnceLock},
@@ -106,6 +109,27 @@ impl std::ops::Deref for Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A database with nothing in it (not even migrations), on the test cluster:
+/// its owner URL for the binary's `DATABASE_URL`, and its connect options.
+/// Dropped by a later test run once this process is gone.
+pub async fn empty_database() -> (String, PgConnectOptions) {
+    let cluster = cluster();
+    let name = format!("ft_{}_{}", std::process::id(), Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect_with(&cluster.admin.clone().database("postgres")).await.unwrap();
+    create_database(&mut admin, &name, None).await;
+    admin.close().await.ok();
+    (database_url(&name), cluster.admin.clone().database(&name))
+}
+
+/// The test cluster's admin URL, naming database `name`.
+fn database_url(name: &str) -> String {
+    let url = &cluster().admin_url;
+    match url.split_once('?') {
+        Some((before, query)) => format!("{}/{name}?{query}", before.rsplit_once('/').unwrap().0),
+        None => format!("{}/{name}", url.rsplit_once('/').unwrap().0),
     }
 }
 
@@ -231,11 +255,7 @@ impl TestApp {
 
     /// A URL for the `fortifile` binary's DATABASE_URL, naming this test's database.
     pub fn owner_url(&self) -> String {
-        let url = &cluster().admin_url;
-        match url.split_once('?') {
-            Some((before, query)) => format!("{}/{}?{query}", before.rsplit_once('/').unwrap().0, self.db_name),
-            None => format!("{}/{}", url.rsplit_once('/').unwrap().0, self.db_name),
-        }
+        database_url(&self.db_name)
     }
 
     /// A connection as the owner (superuser on the embedded cluster: sees every tenant).

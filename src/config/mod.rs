@@ -3,7 +3,11 @@
 //! Every variable is documented in the README with its default. A bad value stops
 //! the program with a message naming the variable ([`ConfigError`]), never a panic.
 
+mod ops;
+
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+pub use ops::{LogFormat, Operations};
 
 use ipnet::IpNet;
 use secrecy::SecretString;
@@ -80,6 +84,8 @@ pub struct Config {
     pub anon_rate_limit: Option<RateLimit>,
     /// The audit chain's signing key, checkpoints, retention and forwarding.
     pub audit: AuditSettings,
+    /// Metrics, shutdown drain and log format.
+    pub ops: Operations,
 }
 
 /// `FORTIFILE_AUDIT_*`.
@@ -384,6 +390,7 @@ impl Config {
             anon_rate_limit,
             db_pool_size,
             audit,
+            ops: Operations::read(get)?,
         })
     }
 
@@ -506,6 +513,9 @@ mod tests {
             ("FORTIFILE_AUDIT_CHECKPOINT_MINUTES", "0"),
             ("FORTIFILE_AUDIT_SYSLOG", "http://siem:514"),
             ("FORTIFILE_AUDIT_SYSLOG", "tcp://siem"),
+            ("FORTIFILE_METRICS_BIND", "9464"),
+            ("FORTIFILE_SHUTDOWN_DRAIN_SECONDS", "-1"),
+            ("FORTIFILE_LOG_FORMAT", "xml"),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);
