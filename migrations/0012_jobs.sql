@@ -1,7 +1,6 @@
 -- Periodic jobs shared by every instance (issue 17). A job runs in one
 -- instance at a time: that instance holds the job's session-level advisory
--- lock (class 7262, the job's key) on a dedicated connection for the whole
--- run, and the schedule below says when the job is next due. A run that dies
+-- lock (7262, hashtext(job)) on a dedicated connection for the whole run, and the schedule below says when the job is next due. A run that dies
 -- with its instance releases the lock with the connection, and the job, still
 -- due, is taken by the next instance that looks.
 
@@ -18,14 +17,15 @@ CREATE TABLE job_schedule (
 );
 
 -- One row per run: started when the lock was taken, finished when the run
--- ended. A row left unfinished is a run whose instance died.
+-- ended (`cancelled`: its instance shut down). A row left unfinished is a
+-- run whose instance died or lost its lock connection.
 CREATE TABLE job_runs (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job         text NOT NULL REFERENCES job_schedule (job),
     instance    text NOT NULL,
     started_at  timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
-    outcome     text CHECK (outcome IN ('ok', 'failed')),
+    outcome     text CHECK (outcome IN ('ok', 'failed', 'cancelled')),
     detail      text
 );
 CREATE INDEX job_runs_by_job ON job_runs (job, started_at);
@@ -35,3 +35,15 @@ CREATE INDEX job_runs_by_job ON job_runs (job, started_at);
 GRANT SELECT, INSERT, UPDATE ON job_schedule TO fortifile_app;
 GRANT SELECT, INSERT, DELETE ON job_runs TO fortifile_app;
 GRANT UPDATE (finished_at, outcome, detail) ON job_runs TO fortifile_app;
+
+CREATE FUNCTION job_runs_finish_once() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.finished_at IS NOT NULL THEN
+        RAISE EXCEPTION 'job run % has finished: its record is not changed', OLD.id;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER job_runs_finish_once BEFORE UPDATE ON job_runs
+    FOR EACH ROW EXECUTE FUNCTION job_runs_finish_once();

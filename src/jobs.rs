@@ -1,38 +1,47 @@
-//! Periodic jobs that run in exactly one instance at a time, however many
-//! instances share the database.
+//! Periodic jobs that run in one instance at a time, however many instances
+//! share the database.
 //!
 //! Each instance runs one [`Scheduler`]. Once a second it asks, on a
 //! connection of its own outside the pool, which jobs are due
 //! (`job_schedule.next_run_at`, migration 0012). For each due job it tries
-//! the job's session-level advisory lock on that connection; the instance
-//! that gets it checks again that the job is still due (another may have just
-//! finished it), records the start, runs the job, records the outcome and the
-//! next due time (start + period), and lets the lock go.
+//! the job's session-level advisory lock, `(7262, hashtext(name))`, on that
+//! connection; the instance that gets it checks again that the job is still
+//! due (another may have just finished it), records the start in `job_runs`,
+//! runs the job, records the outcome and the next due time (the run's start +
+//! period), and lets the lock go.
 //!
 //! Why a session lock on a dedicated connection and not a row lock in a
 //! transaction: a transaction held open for a run would hold an id, and the
 //! audit sealer seals only below the oldest running transaction, so a long
-//! job would hold sealing back. The lock lives exactly as long as the
-//! connection: an instance that dies, or loses that connection, lets its
-//! jobs go, and since their schedule still says they are due, another
-//! instance takes them within a second. Losing the connection also cancels
-//! this instance's runs, so a job never runs in two places. Jobs are written
-//! to be cancelled at any await: their work is claimed row by row in their
-//! own transactions, so what a cancelled run did not finish is found by the
-//! next one.
+//! job would hold sealing back. The lock lives as long as the connection: a
+//! process that dies lets its jobs go at once, and since their schedule still
+//! says they are due, another instance takes them within a second (a host
+//! that vanishes lets them go when PostgreSQL notices, by its TCP keepalives).
+//!
+//! The one window: an instance whose lock connection broke keeps running
+//! until its next statement on that connection fails or times out
+//! ([`STATEMENT_TIMEOUT`]), then cancels its runs. So the jobs are also
+//! written to be safe if two runs ever overlap: each claims its work row by
+//! row in short tenant transactions (`DELETE … RETURNING`, `FOR UPDATE SKIP
+//! LOCKED`, transaction-level locks), and can be cancelled at any await.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, time::Duration};
 
+use futures::FutureExt;
 use sqlx::{Connection, PgConnection};
 use tokio::task::JoinSet;
 
 use crate::{db::Database, telemetry};
 
-/// The advisory-lock class of jobs; the second key is the job's own.
+/// The advisory-lock class of jobs; the second key is `hashtext(name)`.
 const LOCK_CLASS: i32 = 7262;
 
 /// How often the schedule is looked at.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long a statement on the lock connection may take before the
+/// connection is given up for lost (and this instance's runs cancelled).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a run reports: a line for the log and `job_runs.detail`, or the error.
 pub type Outcome = anyhow::Result<String>;
@@ -41,28 +50,28 @@ type Run = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send 
 
 /// A periodic job.
 pub struct Job {
-    /// Its name in `job_schedule`, logs and metrics.
+    /// Its name in `job_schedule`, logs and metrics; its lock is derived from it.
     pub name: &'static str,
-    /// Its advisory-lock key (unique among jobs).
-    pub key: i32,
     /// How long from one run's start to the next.
     pub every: Duration,
+    /// A run still going after this long is cancelled and recorded as failed.
+    pub timeout: Duration,
     run: Run,
 }
 
 impl Job {
-    pub fn new<F, Fut>(name: &'static str, key: i32, every: Duration, run: F) -> Job
+    pub fn new<F, Fut>(name: &'static str, every: Duration, timeout: Duration, run: F) -> Job
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Outcome> + Send + 'static,
     {
-        Job { name, key, every, run: Box::new(move || Box::pin(run())) }
+        Job { name, every, timeout, run: Box::new(move || Box::pin(run())) }
     }
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("name", &self.name).field("key", &self.key).field("every", &self.every).finish()
+        f.debug_struct("Job").field("name", &self.name).field("every", &self.every).finish()
     }
 }
 
@@ -80,68 +89,107 @@ struct Finished {
     outcome: Outcome,
 }
 
+/// What one tick's statements ran into.
+type Step = Result<(), sqlx::Error>;
+
 impl Scheduler {
     /// `instance` names this process in `job_schedule` and `job_runs`.
     pub fn new(db: Database, jobs: Vec<Job>, instance: String) -> Scheduler {
-        let mut keys: Vec<i32> = jobs.iter().map(|j| j.key).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        assert_eq!(keys.len(), jobs.len(), "two jobs share an advisory-lock key");
+        let mut names: Vec<&str> = jobs.iter().map(|j| j.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), jobs.len(), "two jobs share a name");
         Scheduler { db, jobs, instance }
     }
 
-    /// Schedules until the task is dropped (which cancels every run in progress).
-    pub async fn run(self) {
+    /// Schedules until `stop` resolves; then cancels the runs in progress,
+    /// waits for them, records them as cancelled and lets their locks go.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut conn: Option<PgConnection> = None;
-        // Dropped with the scheduler: runs in progress are cancelled with it.
         let mut running: JoinSet<Finished> = JoinSet::new();
-        let mut busy = vec![false; self.jobs.len()];
+        // Per job: the run in progress here, if any.
+        let mut busy: Vec<Option<i64>> = vec![None; self.jobs.len()];
+        tokio::pin!(stop);
         loop {
             tokio::select! {
+                _ = &mut stop => break,
                 _ = tick.tick() => {
                     if conn.is_none() {
                         conn = self.connect().await;
                     }
                     let Some(c) = conn.as_mut() else { continue };
-                    if let Err(e) = self.start_due(c, &mut running, &mut busy).await {
+                    let step = timed(self.start_due(c, &mut running, &mut busy)).await;
+                    if let Err(e) = step {
                         lost(e, &mut conn, &mut running, &mut busy).await;
                     }
                 }
                 Some(done) = running.join_next(), if !running.is_empty() => {
+                    // Runs catch their panics and are aborted only here, by us.
                     let Ok(done) = done else { continue };
-                    busy[done.job] = false;
-                    if let Some(c) = conn.as_mut()
-                        && let Err(e) = self.finish(c, done).await
-                    {
+                    busy[done.job] = None;
+                    let Some(c) = conn.as_mut() else { continue };
+                    if let Err(e) = timed(self.finish(c, done)).await {
                         lost(e, &mut conn, &mut running, &mut busy).await;
                     }
                 }
             }
         }
+        running.abort_all();
+        while let Some(done) = running.join_next().await {
+            // A run that finished before the abort reached it is recorded as such.
+            if let Ok(done) = done {
+                busy[done.job] = None;
+                if let Some(c) = conn.as_mut() {
+                    let _ = timed(self.finish(c, done)).await;
+                }
+            }
+        }
+        if let Some(mut c) = conn {
+            let cancelled: Vec<i64> = busy.iter().flatten().copied().collect();
+            let recorded = sqlx::query(
+                "UPDATE job_runs SET finished_at = now(), outcome = 'cancelled', detail = 'the instance shut down' \
+                 WHERE id = ANY($1) AND finished_at IS NULL",
+            )
+            .bind(&cancelled)
+            .execute(&mut c);
+            if let Err(e) = timed(recorded).await {
+                tracing::warn!(error = %e, "could not record the job runs cancelled at shutdown");
+            }
+            // Closing the connection lets every lock of this instance go.
+            c.close().await.ok();
+        }
     }
 
     async fn connect(&self) -> Option<PgConnection> {
-        let mut conn = match self.db.dedicated_connection().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "job scheduler cannot connect; retrying");
-                return None;
-            }
-        };
-        // Every job has a row; a new job is due at once.
-        for job in &self.jobs {
-            let added = sqlx::query("INSERT INTO job_schedule (job) VALUES ($1) ON CONFLICT (job) DO NOTHING")
-                .bind(job.name)
+        let attempt = async {
+            let mut conn = self.db.dedicated_connection().await?;
+            let names: Vec<&str> = self.jobs.iter().map(|j| j.name).collect();
+            // Every job has a row; a new job is due at once.
+            sqlx::query("INSERT INTO job_schedule (job) SELECT unnest($1::text[]) ON CONFLICT (job) DO NOTHING")
+                .bind(&names)
                 .execute(&mut conn)
-                .await;
-            if let Err(e) = added {
-                tracing::warn!(error = %e, job = job.name, "job scheduler cannot register a job; retrying");
-                return None;
+                .await?;
+            // Locks are derived from names: two names must not share one.
+            let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT hashtext(n)) FROM unnest($1::text[]) n")
+                .bind(&names)
+                .fetch_one(&mut conn)
+                .await?;
+            assert_eq!(distinct as usize, names.len(), "two job names hash to one lock");
+            Ok::<_, sqlx::Error>(conn)
+        };
+        match tokio::time::timeout(STATEMENT_TIMEOUT, attempt).await {
+            Ok(Ok(conn)) => Some(conn),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "job scheduler cannot connect; retrying");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("job scheduler: connecting timed out; retrying");
+                None
             }
         }
-        Some(conn)
     }
 
     /// Starts every due job whose lock this instance gets.
@@ -149,17 +197,17 @@ impl Scheduler {
         &self,
         conn: &mut PgConnection,
         running: &mut JoinSet<Finished>,
-        busy: &mut [bool],
-    ) -> Result<(), sqlx::Error> {
+        busy: &mut [Option<i64>],
+    ) -> Step {
         let due: Vec<String> =
             sqlx::query_scalar("SELECT job FROM job_schedule WHERE next_run_at <= now()").fetch_all(&mut *conn).await?;
         for (i, job) in self.jobs.iter().enumerate() {
-            if busy[i] || !due.iter().any(|d| d == job.name) {
+            if busy[i].is_some() || !due.iter().any(|d| d == job.name) {
                 continue;
             }
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
                 .bind(LOCK_CLASS)
-                .bind(job.key)
+                .bind(job.name)
                 .fetch_one(&mut *conn)
                 .await?;
             if !locked {
@@ -177,24 +225,31 @@ impl Scheduler {
             .fetch_optional(&mut *conn)
             .await?;
             let Some(run_id) = run_id else {
-                unlock(conn, job.key).await?;
+                unlock(conn, job.name).await?;
                 continue;
             };
-            busy[i] = true;
-            let work = (job.run)();
-            running.spawn(async move { Finished { job: i, run_id, outcome: work.await } });
+            busy[i] = Some(run_id);
+            let (work, timeout) = ((job.run)(), job.timeout);
+            running.spawn(async move {
+                let outcome = match tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind()).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => Err(anyhow::anyhow!("the job panicked")),
+                    Err(_) => Err(anyhow::anyhow!("the job ran past its {} s and was cancelled", timeout.as_secs())),
+                };
+                Finished { job: i, run_id, outcome }
+            });
         }
         Ok(())
     }
 
     /// Records a run's outcome and when the job is next due, then lets its lock go.
-    async fn finish(&self, conn: &mut PgConnection, done: Finished) -> Result<(), sqlx::Error> {
+    async fn finish(&self, conn: &mut PgConnection, done: Finished) -> Step {
         let job = &self.jobs[done.job];
         let (outcome, detail) = match &done.outcome {
-            Ok(line) => ("ok", line.clone()),
-            Err(e) => ("failed", format!("{e:#}")),
+            Ok(line) => ("ok", line.replace('\0', "")),
+            // PostgreSQL's text takes no NUL.
+            Err(e) => ("failed", format!("{e:#}").replace('\0', "")),
         };
-        telemetry::job_run(job.name, outcome);
         match &done.outcome {
             Ok(line) if line.is_empty() => tracing::debug!(job = job.name, "job ran"),
             Ok(line) => tracing::info!(job = job.name, "{line}"),
@@ -202,42 +257,68 @@ impl Scheduler {
         }
         let every = i64::try_from(job.every.as_millis()).unwrap_or(i64::MAX);
         let mut tx = conn.begin().await?;
-        sqlx::query("UPDATE job_runs SET finished_at = now(), outcome = $2, detail = nullif($3, '') WHERE id = $1")
-            .bind(done.run_id)
-            .bind(outcome)
-            .bind(&detail)
-            .execute(&mut *tx)
-            .await?;
+        let started: Option<time::OffsetDateTime> = sqlx::query_scalar(
+            "UPDATE job_runs SET finished_at = now(), outcome = $2, detail = nullif($3, '') \
+             WHERE id = $1 AND finished_at IS NULL RETURNING started_at",
+        )
+        .bind(done.run_id)
+        .bind(outcome)
+        .bind(&detail)
+        .fetch_optional(&mut *tx)
+        .await?;
+        // The schedule is this run's to move, unless another instance has
+        // claimed the job since (after this one's lock was lost).
         sqlx::query(
             "UPDATE job_schedule SET last_finished_at = now(), last_outcome = $2, \
                     last_error = CASE WHEN $2 = 'failed' THEN $3 END, \
                     runs = runs + 1, failures = failures + (CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END), \
-                    next_run_at = last_started_at + make_interval(secs => $4::double precision / 1000) \
-             WHERE job = $1",
+                    next_run_at = $4 + make_interval(secs => $5::double precision / 1000) \
+             WHERE job = $1 AND last_instance = $6 AND last_started_at = $4",
         )
         .bind(job.name)
         .bind(outcome)
         .bind(&detail)
+        .bind(started)
         .bind(every)
+        .bind(&self.instance)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        unlock(conn, job.key).await
+        telemetry::job_run(job.name, outcome);
+        unlock(conn, job.name).await
     }
+}
+
+/// `work`, or a timeout error after [`STATEMENT_TIMEOUT`].
+async fn timed<T>(work: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(STATEMENT_TIMEOUT, work).await.unwrap_or_else(|_| {
+        Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer on the lock connection")))
+    })
 }
 
 /// The lock connection failed: the locks went with it, so the runs they
 /// covered are cancelled (and waited for) before anything is taken again.
-async fn lost(error: sqlx::Error, conn: &mut Option<PgConnection>, running: &mut JoinSet<Finished>, busy: &mut [bool]) {
+/// Their `job_runs` rows stay unfinished, as a crashed instance's would.
+async fn lost(
+    error: sqlx::Error,
+    conn: &mut Option<PgConnection>,
+    running: &mut JoinSet<Finished>,
+    busy: &mut [Option<i64>],
+) {
     tracing::warn!(%error, "job scheduler lost its connection; runs in progress cancelled");
     running.abort_all();
     while running.join_next().await.is_some() {}
-    busy.iter_mut().for_each(|b| *b = false);
+    busy.iter_mut().for_each(|b| *b = None);
     *conn = None;
 }
 
-async fn unlock(conn: &mut PgConnection, key: i32) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_unlock($1, $2)").bind(LOCK_CLASS).bind(key).execute(conn).await.map(|_| ())
+async fn unlock(conn: &mut PgConnection, name: &str) -> Step {
+    sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(LOCK_CLASS)
+        .bind(name)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Names this process in the schedule: host, process id and listening address.

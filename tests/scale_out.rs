@@ -146,7 +146,10 @@ async fn three_instances_started_together_migrate_once_and_run_each_job_once_per
     // holds the session-sweep's lock as a crashed instance would, on a
     // connection that then goes away.
     let mut holder = owner(&fleet).await;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7262, 2)").fetch_one(&mut holder).await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7262, hashtext('sessions.sweep'))")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
     assert!(locked);
     sqlx::query("UPDATE job_schedule SET next_run_at = now() WHERE job = 'sessions.sweep'")
         .execute(&mut db)
@@ -195,14 +198,24 @@ async fn three_instances_started_together_migrate_once_and_run_each_job_once_per
         sqlx::query_scalar("SELECT count(*) FROM audit_checkpoints").fetch_one(&mut db).await.unwrap();
     assert!(checkpoints <= 1, "{checkpoints} checkpoints in the first period");
 
+    let not_ok: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT job, outcome, detail FROM job_runs WHERE outcome IS DISTINCT FROM 'ok'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert!(not_ok.is_empty(), "every run succeeded: {not_ok:?}");
     for i in 0..3 {
         let lines = fleet.log_lines(i);
-        let errors: Vec<&Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+        let errors: Vec<&Value> =
+            lines.iter().filter(|l| l["level"] == "ERROR" || l["message"] == "job failed").collect();
         assert!(errors.is_empty(), "instance {i} logged errors: {errors:?}");
     }
     for i in 0..3 {
         assert!(fleet.terminate(i).await.success());
     }
+    let unfinished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE finished_at IS NULL").fetch_one(&mut db).await.unwrap();
+    assert_eq!(unfinished, 0, "a clean shutdown leaves no run unrecorded");
 }
 
 #[tokio::test]
@@ -492,8 +505,10 @@ async fn on_sigterm_an_instance_reports_not_ready_serves_what_it_still_gets_fini
         assert!(sent.elapsed() < Duration::from_secs(1), "/readyz still ready after SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Still serving while draining.
-    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    // Still serving while draining, each answer closing its connection.
+    let res = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["connection"], "close", "no keep-alive to a draining instance");
     assert_eq!(admin.get("/me").await.unwrap().0, StatusCode::OK);
 
     let res = upload.await.unwrap().expect("the upload in flight is answered");

@@ -133,6 +133,8 @@ impl Forwarder {
             let mut lock = match self.db.hold_advisory_lock(LOCK).await {
                 Ok(Some(conn)) => conn,
                 Ok(None) => {
+                    // Another instance forwards (and reports the backlog).
+                    crate::telemetry::syslog_backlog(0);
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     continue;
                 }
@@ -146,10 +148,17 @@ impl Forwarder {
             for round in 0u64.. {
                 // The lock lives as long as its connection: a database restart
                 // ends it, and another instance may have taken it since.
-                if round % 25 == 0 && sqlx::Connection::ping(&mut lock).await.is_err() {
-                    tracing::warn!("audit forwarding: lost the forwarding lock; taking it again");
-                    self.disconnect();
-                    break;
+                if round % 25 == 0 {
+                    if sqlx::Connection::ping(&mut lock).await.is_err() {
+                        tracing::warn!("audit forwarding: lost the forwarding lock; taking it again");
+                        self.disconnect();
+                        break;
+                    }
+                    // Whether or not the receiver is reachable: an outage is
+                    // when the backlog matters.
+                    if let Ok(rows) = self.backlog().await {
+                        crate::telemetry::syslog_backlog(rows);
+                    }
                 }
                 if let Err(e) = self.round().await {
                     tracing::warn!(error = format!("{e:#}"), target = %self.label(), "audit forwarding interrupted");
@@ -158,6 +167,18 @@ impl Forwarder {
                 tokio::time::sleep(TICK).await;
             }
         }
+    }
+
+    /// Sealed rows the receiver has not confirmed, in every tenant.
+    async fn backlog(&self) -> Result<i64, sqlx::Error> {
+        let mut rows = 0;
+        for tenant in self.db.tenant_ids().await? {
+            let mut tx = self.db.tenant_tx(tenant, None).await?;
+            let head = super::chain::head(&mut tx).await?;
+            tx.commit().await?;
+            rows += head.seq - head.forwarded_seq.max(head.anchor_seq);
+        }
+        Ok(rows)
     }
 
     fn label(&self) -> String {
@@ -187,11 +208,9 @@ impl Forwarder {
             }
             self.conn = Some(self.connect().await?);
         }
-        let mut backlog = 0;
         for tenant in self.db.tenant_ids().await? {
-            backlog += self.send_tenant(tenant).await?;
+            self.send_tenant(tenant).await?;
         }
-        crate::telemetry::syslog_backlog(backlog);
         Ok(())
     }
 
@@ -226,19 +245,16 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Sends the tenant's next batch; returns how many sealed rows the
-    /// receiver has not confirmed yet (before this batch).
-    async fn send_tenant(&mut self, tenant: Uuid) -> anyhow::Result<i64> {
+    async fn send_tenant(&mut self, tenant: Uuid) -> anyhow::Result<()> {
         let mut tx = self.db.tenant_tx(tenant, None).await?;
         let head = super::chain::head(&mut tx).await?;
-        let backlog = head.seq - head.forwarded_seq.max(head.anchor_seq);
         let after = match self.sent.get(&tenant) {
             Some(sent) => *sent,
             None => head.forwarded_seq.max(head.anchor_seq),
         };
         if after >= head.seq {
             tx.commit().await?;
-            return Ok(backlog);
+            return Ok(());
         }
         let upto = head.seq.min(after + BATCH);
         let links: Vec<Link> =
@@ -256,7 +272,7 @@ impl Forwarder {
             frames.push(line);
             last = link.seq;
         }
-        let Some(conn) = &mut self.conn else { return Ok(backlog) };
+        let Some(conn) = &mut self.conn else { return Ok(()) };
         match conn {
             Conn::Stream(io) => {
                 let mut buf = Vec::new();
@@ -283,7 +299,7 @@ impl Forwarder {
         if matches!(self.conn, Some(Conn::Udp(_))) {
             self.confirm(true).await?;
         }
-        Ok(backlog)
+        Ok(())
     }
 
     async fn connect(&self) -> anyhow::Result<Conn> {

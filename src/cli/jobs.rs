@@ -22,26 +22,30 @@ const AUDIT_MONTHS_AHEAD: i32 = 12;
 /// How long the history of job runs is kept.
 const RUN_HISTORY_DAYS: i32 = 30;
 
-/// Every periodic job, with its lock key and period.
+/// A run still going after this long is cancelled and recorded as failed (a
+/// month's audit archive to a slow store is the longest expected).
+const RUN_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+
+/// Every periodic job, with its period (its lock is derived from its name).
 pub fn all(state: &AppState) -> Vec<Job> {
     vec![
-        job(state, "audit.partitions", 1, HOUR, partitions),
-        job(state, "sessions.sweep", 2, MINUTES_5, sessions),
-        job(state, "objects.sweep", 3, MINUTES_5, objects),
-        job(state, "idempotency.sweep", 4, MINUTES_5, idempotency_keys),
-        job(state, "approvals.expire", 5, MINUTES_5, approvals_expire),
-        job(state, "audit.retention", 6, MINUTES_5, audit_retention),
-        job(state, "throttles.forget", 7, MINUTES_5, throttles),
-        job(state, "jobs.history", 8, HOUR, history),
+        job(state, "audit.partitions", HOUR, partitions),
+        job(state, "sessions.sweep", MINUTES_5, sessions),
+        job(state, "objects.sweep", MINUTES_5, objects),
+        job(state, "idempotency.sweep", MINUTES_5, idempotency_keys),
+        job(state, "approvals.expire", MINUTES_5, approvals_expire),
+        job(state, "audit.retention", MINUTES_5, audit_retention),
+        job(state, "throttles.forget", MINUTES_5, throttles),
+        job(state, "jobs.history", HOUR, history),
     ]
 }
 
-fn job<Fut>(state: &AppState, name: &'static str, key: i32, every: Duration, run: fn(AppState) -> Fut) -> Job
+fn job<Fut>(state: &AppState, name: &'static str, every: Duration, run: fn(AppState) -> Fut) -> Job
 where
     Fut: std::future::Future<Output = jobs::Outcome> + Send + 'static,
 {
     let state = state.clone();
-    Job::new(name, key, every, move || run(state.clone()))
+    Job::new(name, every, RUN_TIMEOUT, move || run(state.clone()))
 }
 
 async fn partitions(s: AppState) -> jobs::Outcome {
@@ -71,6 +75,9 @@ async fn approvals_expire(s: AppState) -> jobs::Outcome {
 
 async fn audit_retention(s: AppState) -> jobs::Outcome {
     let r = retention::run(&s, s.clock.now()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !r.failed.is_empty() {
+        anyhow::bail!("audit retention failed for {:?} (archived {:?}, dropped {:?})", r.failed, r.archived, r.dropped);
+    }
     if r.archived.is_empty() && r.dropped.is_empty() {
         return Ok(String::new());
     }

@@ -50,19 +50,39 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Checked before anything starts, so a bad forwarding setting stops here.
+    let forwarder = match &config.audit.syslog {
+        Some(target) => Some(
+            audit::forward::Forwarder::new(db.clone(), target.clone(), config.audit.syslog_ca.as_deref())
+                .context("FORTIFILE_AUDIT_SYSLOG")?,
+        ),
+        None => None,
+    };
+    // SIGTERM (or Ctrl-C) is seen by both the server, which drains, and the
+    // job scheduler, which takes no new run from then on.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let signalled = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signalled.send_replace(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let instance = instance_name(listener.local_addr()?);
-    let mut background = vec![
-        tokio::spawn(Scheduler::new(db.clone(), super::jobs::all(&state), instance).run()),
-        tokio::spawn(audit::jobs::keep_sealed(state.clone())),
-    ];
-    if let Some(target) = &config.audit.syslog {
-        let forwarder = audit::forward::Forwarder::new(db.clone(), target.clone(), config.audit.syslog_ca.as_deref())
-            .context("FORTIFILE_AUDIT_SYSLOG")?;
+    let scheduler = Scheduler::new(db.clone(), super::jobs::all(&state), instance);
+    let scheduling = tokio::spawn(scheduler.run(stopped(stopping.clone())));
+    let mut background = vec![tokio::spawn(audit::jobs::keep_sealed(state.clone()))];
+    if let Some(forwarder) = forwarder {
         background.push(tokio::spawn(forwarder.run()));
     }
-    let served = app::serve(listener, state.clone(), shutdown_signal()).await;
-    // Background work is cancelled and waited for, so that its connections
-    // are back in the pool (and its job locks released) before it closes.
+    let served = app::serve(listener, state.clone(), stopped(stopping)).await;
+    stop.send_replace(true); // also when serving failed
+    // The scheduler has cancelled, recorded and unlocked its runs; the rest
+    // is cancelled and waited for, so that its connections are back in the
+    // pool before it closes.
+    let _ = scheduling.await;
     for task in &background {
         task.abort();
     }

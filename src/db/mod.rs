@@ -166,10 +166,11 @@ impl Database {
         sqlx::query_scalar("SELECT audit_ensure_partitions($1)").bind(months_ahead).fetch_one(&self.pool).await
     }
 
-    /// Forgets finished job runs older than `days` days (`job_runs` is the
-    /// deployment's, not tenant data).
+    /// Forgets job runs started more than `days` days ago, finished or left
+    /// unfinished by an instance that died (`job_runs` is the deployment's,
+    /// not tenant data).
     pub async fn forget_job_runs(&self, days: i32) -> Result<u64, sqlx::Error> {
-        sqlx::query("DELETE FROM job_runs WHERE finished_at < now() - make_interval(days => $1)")
+        sqlx::query("DELETE FROM job_runs WHERE started_at < now() - make_interval(days => $1)")
             .bind(days)
             .execute(&self.pool)
             .await

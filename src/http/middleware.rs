@@ -54,16 +54,39 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
     next.run(req).await
 }
 
+/// While the instance drains (SIGTERM), every answer closes its connection,
+/// so that a balancer keeps no idle connection to an instance about to stop:
+/// when the listener closes, a balancer only meets refused connections,
+/// which it can safely try elsewhere, never a request cut off on a
+/// keep-alive connection it was reusing.
+pub async fn close_when_draining(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if state.readiness.is_draining() {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
 /// Counts and times every answered request by its route pattern (metrics).
 /// Layered inside the router, where the matched pattern is known; a path that
 /// matched no route is counted as `unmatched`.
 pub async fn record_metrics(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = req.method().clone();
+    // The method is the client's: anything unusual is one label, not a new series.
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let res = next.run(req).await;
     crate::telemetry::request(
-        method.as_str(),
+        method,
         route.as_deref().unwrap_or("unmatched"),
         res.status().as_u16(),
         started.elapsed(),

@@ -270,21 +270,22 @@ impl Nginx {
         let servers: String =
             upstreams.iter().map(|p| format!("        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n")).collect();
         let d = dir.display();
-        // docs/deploy.md's configuration, on loopback and without TLS.
+        // docs/deploy.md's configuration, on loopback and without TLS, its
+        // upstream keep-alive shorter than the instances' drain (2 s here).
         let conf = format!(
             "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n    access_log off;\n\
                  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;\n\
                  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-                 upstream fortifile {{\n{servers}        keepalive 32;\n    }}\n\
+                 upstream fortifile {{\n{servers}        keepalive 32;\n        keepalive_timeout 1s;\n    }}\n\
                  server {{\n        listen 127.0.0.1:{port};\n        client_max_body_size 101m;\n\
                      location / {{\n            proxy_pass http://fortifile;\n\
                          proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n\
                          proxy_set_header Host $host;\n\
                          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
                          proxy_set_header X-Request-Id $request_id;\n\
-                         proxy_request_buffering off;\n            proxy_buffering off;\n\
+                         proxy_buffering off;\n\
                          proxy_connect_timeout 2s;\n            proxy_read_timeout 60s;\n\
                          proxy_next_upstream error timeout http_502 http_503 non_idempotent;\n\
                          proxy_next_upstream_tries 3;\n\
