@@ -76,7 +76,15 @@ impl Storage {
                         builder = builder.with_allow_http(true);
                     }
                 }
-                let s3 = builder.build().context("FORTIFILE_STORAGE: configuring the S3 client")?;
+                // A store that does not answer fails the request within
+                // seconds (503), instead of after the client's default three
+                // minutes of retries.
+                let retry = object_store::RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: std::time::Duration::from_secs(10),
+                    ..Default::default()
+                };
+                let s3 = builder.with_retry(retry).build().context("FORTIFILE_STORAGE: configuring the S3 client")?;
                 let label = format!("s3://{bucket}/{prefix}");
                 let store: Arc<dyn ObjectStore> =
                     if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix.as_str())) };
@@ -199,6 +207,57 @@ impl Storage {
             .map(|e| e.path())
             .collect())
     }
+}
+
+/// A store failure a client is told about (the rest are internal errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// No space left (local disk full, quota): 507.
+    Full,
+    /// The store does not answer (S3 unreachable, refused, timed out): 503.
+    Unavailable,
+}
+
+/// What `error` says about the store, if it is one of the [`Trouble`]s: the
+/// cause chain's I/O errors first, then (for S3, whose client wraps its
+/// transport's errors in text) the messages.
+pub fn trouble(error: &anyhow::Error) -> Option<Trouble> {
+    use std::io::ErrorKind as K;
+    for cause in error.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), K::StorageFull | K::QuotaExceeded) || matches!(io.raw_os_error(), Some(28 | 122)) {
+                return Some(Trouble::Full);
+            }
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::TimedOut
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+            ) {
+                return Some(Trouble::Unavailable);
+            }
+        }
+    }
+    let text = format!("{error:#}");
+    if text.contains("No space left on device") || text.contains("Disk quota exceeded") {
+        return Some(Trouble::Full);
+    }
+    let unreachable = [
+        "Connection refused",
+        "error sending request",
+        "connection closed before message completed",
+        "operation timed out",
+        "dns error",
+        "Connection reset",
+    ];
+    if unreachable.iter().any(|m| text.contains(m)) {
+        return Some(Trouble::Unavailable);
+    }
+    None
 }
 
 /// An object being written. Finish it, or it is aborted: explicitly with

@@ -430,7 +430,11 @@ async fn a_rolling_restart_behind_nginx_under_load_fails_no_request_and_loses_no
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_objects").fetch_one(&mut db).await.unwrap();
     assert_eq!(files as usize, uploads.len() + 1, "each acknowledged upload is a document");
     assert_eq!(pending, 0, "no upload left in flight");
-    assert_eq!(fleet.s3.keys(common::fleet::BUCKET).await.len() as i64, files, "no object without its document");
+    assert_eq!(
+        fleet.s3.as_ref().unwrap().keys(common::fleet::BUCKET).await.len() as i64,
+        files,
+        "no object without its document"
+    );
 
     // Metrics answer on their own port, counting what the instance served.
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", fleet.instances[0].metrics_port))

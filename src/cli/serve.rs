@@ -74,6 +74,9 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
     let scheduler = Scheduler::new(db.clone(), super::jobs::all(&state), instance);
     let scheduling = tokio::spawn(scheduler.run(stopped(stopping.clone())));
     let mut background = vec![tokio::spawn(audit::jobs::keep_sealed(state.clone()))];
+    if let Some(keeper) = target.embedded.as_ref().and_then(|pg| pg.keeper()) {
+        background.push(tokio::spawn(keep_running(keeper)));
+    }
     if let Some(forwarder) = forwarder {
         background.push(tokio::spawn(forwarder.run()));
     }
@@ -97,6 +100,30 @@ pub async fn run(config: &Config, target: &DbTarget) -> anyhow::Result<()> {
     served.context("serving HTTP")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The embedded cluster this process started is started again when it stops
+/// (a crash, an operator's `pg_ctl stop`): requests fail and `/readyz` answers
+/// 503 meanwhile, and the pool reconnects once it is back.
+async fn keep_running(keeper: crate::db::embedded::EmbeddedPostgres) {
+    let keeper = Arc::new(std::sync::Mutex::new(keeper));
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let keeper = keeper.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || keeper.lock().unwrap_or_else(|e| e.into_inner()).restart_if_stopped())
+                .await;
+        match checked {
+            Ok(Ok(true)) => tracing::warn!("the embedded PostgreSQL had stopped: started it again"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = format!("{e:#}"), "the embedded PostgreSQL is down and would not start")
+            }
+            Err(_) => tracing::error!("checking the embedded PostgreSQL panicked"),
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

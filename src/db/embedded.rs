@@ -80,6 +80,31 @@ impl EmbeddedPostgres {
         self.started_here
     }
 
+    /// For a cluster this process started: a handle that can start it again
+    /// if it stops under the server (see [`EmbeddedPostgres::restart_if_stopped`]).
+    pub fn keeper(&self) -> Option<EmbeddedPostgres> {
+        self.started_here.then(|| EmbeddedPostgres {
+            root: self.root.clone(),
+            bindir: self.bindir.clone(),
+            run_as: self.run_as.clone(),
+            started_here: true,
+        })
+    }
+
+    /// Starts the cluster again if it is not running (PostgreSQL recovers from
+    /// its WAL on the way up); returns whether it had to. Blocking.
+    pub fn restart_if_stopped(&mut self) -> anyhow::Result<bool> {
+        // Cheap first: the postmaster's pid file names a live process.
+        let pid = fs::read_to_string(self.pgdata().join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+        if pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) || self.is_running()? {
+            return Ok(false);
+        }
+        self.start()?;
+        Ok(true)
+    }
+
     /// Connection options for `database` as the cluster's superuser (the owner).
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new().socket(&self.root).port(PORT).username(SUPERUSER).database(database)

@@ -178,7 +178,8 @@ pub fn api() -> Vec<Op> {
                 422,
                 "there is no `file` part, a part other than `classification`, `department` and `file`, or a part \
                  after `file`; `classification` or `department` is too long, not UTF-8, or names nothing",
-            ),
+            )
+            .error(507, "the document store is full: nothing was kept"),
         Op::get("/api/files", "List files")
             .describe(
                 "A page of the files the caller may open, newest first: those classified at or below the caller's \

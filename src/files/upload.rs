@@ -162,7 +162,7 @@ async fn store(
     state: &AppState,
     permit: &Permit,
     source: &Source,
-    mut field: Field<'_>,
+    field: Field<'_>,
     name: String,
     rank: i32,
 ) -> Result<Stored, AppError> {
@@ -171,10 +171,45 @@ async fn store(
     let key = Storage::new_key(permit.tenant_id());
     let (data_key, wrapped_key) =
         vault.master.new_data_key(permit.tenant_id(), file_id).map_err(anyhow::Error::from)?;
-    let (mut sealer, header) = Sealer::new(data_key).map_err(anyhow::Error::from)?;
+    let (sealer, header) = Sealer::new(data_key).map_err(anyhow::Error::from)?;
     super::pending::begin_upload(state, permit.tenant_id(), permit.user_id(), &key).await?;
-    let mut writer = vault.storage.writer(&key).await?;
-    writer.write(&header).await?;
+    let into = Encrypting { key: &key, header, sealer };
+    match write(state, permit, source, field, name, rank, into).await {
+        Ok((name, size, sha256, head)) => {
+            Ok(Stored { file_id, key, wrapped_key, name, size, sha256, content_type: detect_content_type(&head) })
+        }
+        Err(e) => {
+            // Whatever stopped it (store full or gone, client gone, too large),
+            // nothing of it is kept: the partial object and its record go now
+            // (or, if the store cannot be reached, with the sweep).
+            pending::remove(state, permit.tenant_id(), &key).await;
+            Err(e)
+        }
+    }
+}
+
+/// The object an upload is encrypted into.
+struct Encrypting<'a> {
+    key: &'a str,
+    header: Vec<u8>,
+    sealer: Sealer,
+}
+
+/// The file's bytes, encrypted into the object: its name, size, SHA-256 and
+/// first bytes (for the content type).
+async fn write(
+    state: &AppState,
+    permit: &Permit,
+    source: &Source,
+    mut field: Field<'_>,
+    name: String,
+    rank: i32,
+    into: Encrypting<'_>,
+) -> Result<(String, u64, Vec<u8>, Vec<u8>), AppError> {
+    let Encrypting { key, header, mut sealer } = into;
+    let vault = &state.files;
+    let mut writer = vault.storage.writer(key).await.map_err(AppError::from_storage)?;
+    writer.write(&header).await.map_err(AppError::from_storage)?;
 
     let mut sha = digest::Context::new(&digest::SHA256);
     let mut head = Vec::with_capacity(SNIFF_LEN);
@@ -199,24 +234,13 @@ async fn store(
             head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_LEN - head.len())]);
         }
         sealer.push(&chunk, &mut sealed).map_err(anyhow::Error::from)?;
-        flush(&mut writer, &mut sealed).await?;
+        flush(&mut writer, &mut sealed).await.map_err(AppError::from_storage)?;
     }
     sealer.finish(&mut sealed).map_err(anyhow::Error::from)?;
-    flush(&mut writer, &mut sealed).await?;
-    writer.finish().await?;
-    if let Err(e) = pending::renew_upload(state, permit.tenant_id(), permit.user_id(), &key).await {
-        pending::remove(state, permit.tenant_id(), &key).await;
-        return Err(e);
-    }
-    Ok(Stored {
-        file_id,
-        key,
-        wrapped_key,
-        name,
-        size,
-        sha256: sha.finish().as_ref().to_vec(),
-        content_type: detect_content_type(&head),
-    })
+    flush(&mut writer, &mut sealed).await.map_err(AppError::from_storage)?;
+    writer.finish().await.map_err(AppError::from_storage)?;
+    pending::renew_upload(state, permit.tenant_id(), permit.user_id(), key).await?;
+    Ok((name, size, sha.finish().as_ref().to_vec(), head))
 }
 
 async fn flush(writer: &mut ObjectWriter, sealed: &mut Vec<u8>) -> anyhow::Result<()> {

@@ -59,6 +59,12 @@ pub enum AppError {
     WrongSecondFactor,
     #[error("Service unavailable")]
     Unavailable,
+    /// The document store is full: nothing of the request was kept (507).
+    #[error("The document store is full: nothing was kept; try again later")]
+    InsufficientStorage,
+    /// The document store does not answer: nothing of the request was kept (503).
+    #[error("The document store does not answer: nothing was kept; try again later")]
+    StorageUnavailable,
     /// `/readyz` of an instance that is shutting down (SIGTERM): it still
     /// serves what it is sent while the balancer takes it out.
     #[error("Shutting down: send new requests to another instance")]
@@ -76,6 +82,21 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// A store error: full or unavailable when it says so, else internal.
+    pub fn from_storage(e: anyhow::Error) -> Self {
+        match crate::storage::trouble(&e) {
+            Some(crate::storage::Trouble::Full) => {
+                tracing::error!(error = format!("{e:#}"), "the document store is full");
+                AppError::InsufficientStorage
+            }
+            Some(crate::storage::Trouble::Unavailable) => {
+                tracing::error!(error = format!("{e:#}"), "the document store does not answer");
+                AppError::StorageUnavailable
+            }
+            None => AppError::Internal(e),
+        }
+    }
+
     pub fn invalid(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         AppError::Invalid { field: field.into(), message: message.into() }
     }
@@ -99,7 +120,10 @@ impl AppError {
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooManyRequests { .. } | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable | AppError::Draining | AppError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable | AppError::Draining | AppError::TimedOut(_) | AppError::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AppError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Internal(_) | AppError::ServerFailure(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -36,19 +36,55 @@ impl Instance {
 }
 
 pub struct Fleet {
-    pub database_url: String,
+    /// `None`: the instances run on the embedded cluster under the data directory.
+    pub database_url: Option<String>,
     pub owner: PgConnectOptions,
     pub data: Scratch,
-    pub s3: S3Server,
+    /// `None`: local storage under the data directory (`files/`).
+    pub s3: Option<S3Server>,
     pub instances: Vec<Instance>,
 }
 
 impl Fleet {
-    /// `n` instances on a new, empty database, none started yet.
+    /// `n` instances on a new, empty database of the test cluster and one
+    /// moto bucket, none started yet.
     pub async fn new(n: usize) -> Fleet {
         let (database_url, owner) = super::empty_database().await;
         let s3 = S3Server::start().await;
         s3.create_bucket(BUCKET).await;
+        Self::with(n, Some(database_url), |_| owner, Some(s3))
+    }
+
+    /// One instance that owns its embedded PostgreSQL (started by `serve`
+    /// under the data directory), with local storage: what a single-machine
+    /// installation runs.
+    pub fn embedded() -> Fleet {
+        Self::with(
+            1,
+            None,
+            |data| {
+                PgConnectOptions::new()
+                    .socket(data.join("postgres"))
+                    .port(5432)
+                    .username("postgres")
+                    .database("fortifile")
+            },
+            None,
+        )
+    }
+
+    /// One instance on a new database of the test cluster, with local storage.
+    pub async fn local() -> Fleet {
+        let (database_url, owner) = super::empty_database().await;
+        Self::with(1, Some(database_url), |_| owner, None)
+    }
+
+    fn with(
+        n: usize,
+        database_url: Option<String>,
+        owner: impl FnOnce(&std::path::Path) -> PgConnectOptions,
+        s3: Option<S3Server>,
+    ) -> Fleet {
         let data = scratch_dir();
         let instances = (0..n)
             .map(|i| Instance {
@@ -58,15 +94,56 @@ impl Fleet {
                 child: None,
             })
             .collect();
+        let owner = owner(&data);
         Fleet { database_url, owner, data, s3, instances }
+    }
+
+    /// The local storage directory (when not on S3).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.data.join("files")
+    }
+
+    fn database(&self, cmd: &mut Command) {
+        match &self.database_url {
+            Some(url) => cmd.env("DATABASE_URL", url),
+            None => cmd.env_remove("DATABASE_URL"),
+        };
+        cmd.env_remove("FORTIFILE_APP_DATABASE_URL");
+    }
+
+    /// `fortifile audit verify` on the fleet's database: whether it passed, and what it printed.
+    pub fn audit_verify(&self) -> (bool, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fortifile"));
+        cmd.args(["audit", "verify"])
+            .current_dir(&*self.data)
+            .env("FORTIFILE_DATA_DIR", &*self.data)
+            .env("RUST_LOG", "warn");
+        self.database(&mut cmd);
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+
+    /// The process id of running instance `i`.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.instances[i].child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL to instance `i`, and wait for it to be gone.
+    pub async fn kill(&mut self, i: usize) {
+        let mut child = self.instances[i].child.take().expect("running");
+        let _ = child.kill();
+        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     }
 
     fn command(&self, i: usize) -> Command {
         let inst = &self.instances[i];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fortifile"));
+        self.database(&mut cmd);
         cmd.arg("serve")
             .current_dir(&*self.data)
-            .env("DATABASE_URL", &self.database_url)
             .env("FORTIFILE_BIND", format!("127.0.0.1:{}", inst.port))
             .env("FORTIFILE_METRICS_BIND", format!("127.0.0.1:{}", inst.metrics_port))
             .env("FORTIFILE_LOG_FORMAT", "json")
@@ -74,12 +151,6 @@ impl Fleet {
             // One data directory for all: the key files are created once, by
             // whichever instance gets there first, and read by the others.
             .env("FORTIFILE_DATA_DIR", &*self.data)
-            .env("FORTIFILE_STORAGE", format!("s3://{BUCKET}/docs"))
-            .env("AWS_ENDPOINT_URL", &self.s3.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ALLOW_HTTP", "true")
             .env("FORTIFILE_TRUSTED_PROXIES", "127.0.0.1/32")
             .env("FORTIFILE_RATE_LIMIT", "0")
             .env("FORTIFILE_ANON_RATE_LIMIT", "0")
@@ -91,6 +162,16 @@ impl Fleet {
             .env_remove("FORTIFILE_AUDIT_SIGNING_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
+        match &self.s3 {
+            Some(s3) => cmd
+                .env("FORTIFILE_STORAGE", format!("s3://{BUCKET}/docs"))
+                .env("AWS_ENDPOINT_URL", &s3.endpoint)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ALLOW_HTTP", "true"),
+            None => cmd.env("FORTIFILE_STORAGE", format!("file://{}", self.storage_dir().display())),
+        };
         cmd
     }
 
@@ -153,15 +234,14 @@ impl Fleet {
 
     /// Creates the first administrator with the binary (as an operator would).
     pub fn create_admin(&self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_fortifile"))
-            .args(["create-admin", "--username", "admin", "--email", "admin@example.org"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fortifile"));
+        cmd.args(["create-admin", "--username", "admin", "--email", "admin@example.org"])
             .current_dir(&*self.data)
-            .env("DATABASE_URL", &self.database_url)
             .env("FORTIFILE_DATA_DIR", &*self.data)
             .env("FORTIFILE_ADMIN_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
+            .env("RUST_LOG", "warn");
+        self.database(&mut cmd);
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "create-admin: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -174,7 +254,41 @@ impl Drop for Fleet {
                 let _ = child.wait();
             }
         }
+        // An embedded cluster the killed server started would outlive it.
+        if self.database_url.is_none() && self.pgdata().join("postmaster.pid").exists() {
+            let _ = self.pg_ctl(&["stop", "-m", "immediate", "-w"]).status();
+        }
     }
+}
+
+impl Fleet {
+    /// The embedded cluster's data directory.
+    pub fn pgdata(&self) -> PathBuf {
+        self.data.join("postgres").join("data")
+    }
+
+    /// `pg_ctl ARGS -D <the embedded cluster>`, as the cluster's user when root.
+    pub fn pg_ctl(&self, args: &[&str]) -> Command {
+        let path: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+        let bindir = fortifile::db::embedded::find_bindir(&path, None, std::path::Path::new("/usr/lib/postgresql"))
+            .expect("PostgreSQL binaries");
+        let mut cmd = if nix_is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bindir.join("pg_ctl"));
+            c
+        } else {
+            Command::new(bindir.join("pg_ctl"))
+        };
+        cmd.args(args).arg("-D").arg(self.pgdata()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
 }
 
 /// A signed-in client of one base URL.

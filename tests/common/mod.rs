@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod invariants;
 pub mod moto;
 
 use std::{
