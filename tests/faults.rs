@@ -29,6 +29,10 @@ use fortifile::config::{S3Settings, StorageSpec};
 use reqwest::StatusCode;
 use serde_json::json;
 
+/// The kill, stop and soak tests each load the machine for minutes: one at a
+/// time, so that none measures (or times out on) another's load.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -38,6 +42,8 @@ fn count(var: &str, default: usize) -> usize {
 struct Acked {
     uploads: Mutex<Vec<(String, String)>>,
     shares: AtomicUsize,
+    /// Documents the checker has downloaded and verified.
+    verified: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Uploads, downloads and shares as `user0` until `stop`; failures are
@@ -101,7 +107,8 @@ async fn assert_invariants(fleet: &Fleet, admin: &Client, acked: &Acked, postgre
     let mut db = invariants::connect(&fleet.owner).await;
     let uploads = acked.uploads.lock().unwrap().clone();
     let storage = fleet.storage_dir();
-    let evidence = Evidence { reader: admin, acknowledged: &uploads, storage: &storage, postgres_log };
+    let evidence =
+        Evidence { reader: admin, acknowledged: &uploads, storage: &storage, postgres_log, verified: &acked.verified };
     let broken = invariants::check(&mut db, &evidence, || fleet.audit_verify()).await;
     assert!(broken.is_empty(), "after {after}: {broken:#?}");
 }
@@ -113,6 +120,7 @@ fn cluster_log() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn killing_the_server_during_uploads_downloads_and_shares_loses_nothing_acknowledged() {
+    let _heavy = HEAVY.lock().await;
     let kills = count("FORTIFILE_FAULT_KILLS", 20);
     let mut fleet = Fleet::local().await;
     fleet.start(0);
@@ -180,6 +188,7 @@ async fn killing_the_server_during_uploads_downloads_and_shares_loses_nothing_ac
 
 #[tokio::test]
 async fn stopping_postgresql_immediately_under_load_loses_nothing_acknowledged_and_the_server_starts_it_again() {
+    let _heavy = HEAVY.lock().await;
     let stops = count("FORTIFILE_FAULT_STOPS", 5);
     let mut fleet = Fleet::embedded();
     fleet.start(0);
@@ -193,7 +202,11 @@ async fn stopping_postgresql_immediately_under_load_loses_nothing_acknowledged_a
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..3).map(|_| tokio::spawn(load(base.clone(), stop.clone(), acked.clone()))).collect();
         tokio::time::sleep(Duration::from_millis(300 + (n as u64 * 7919) % 700)).await;
-        assert!(fleet.pg_ctl(&["stop", "-m", "immediate"]).status().unwrap().success(), "pg_ctl stop");
+        // No waiting (-W): the server may start the cluster again before
+        // pg_ctl would have seen it gone.
+        let stopped =
+            fleet.pg_ctl(&["stop", "-m", "immediate", "-W"]).stderr(std::process::Stdio::piped()).output().unwrap();
+        assert!(stopped.status.success(), "pg_ctl stop {n}: {}", String::from_utf8_lossy(&stopped.stderr));
         // Not ready while the cluster is down, ready again once the server restarted it.
         let (mut unready, started) = (false, Instant::now());
         loop {
@@ -429,7 +442,10 @@ async fn the_invariant_checker_finds_each_kind_of_breakage() {
         let (admin, storage, log, fleet) = (&admin, &storage, &log, &fleet);
         async move {
             let mut db = invariants::connect(&fleet.owner).await;
-            let evidence = Evidence { reader: admin, acknowledged: &uploads, storage, postgres_log: log };
+            // A fresh record each time: every document downloaded again.
+            let verified = Mutex::new(std::collections::HashSet::new());
+            let evidence =
+                Evidence { reader: admin, acknowledged: &uploads, storage, postgres_log: log, verified: &verified };
             invariants::check(&mut db, &evidence, || fleet.audit_verify()).await
         }
     };
@@ -544,6 +560,7 @@ fn p99(mut took: Vec<Duration>) -> Duration {
 
 #[tokio::test]
 async fn a_soak_of_mixed_load_with_the_jobs_running_has_no_5xx_flat_memory_and_flat_latency() {
+    let _heavy = HEAVY.lock().await;
     let seconds = count("FORTIFILE_SOAK_SECONDS", 120) as u64;
     let mut fleet = Fleet::local().await;
     fleet.start(0);

@@ -237,7 +237,18 @@ async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Er
     let pool = pool.clone();
     let asked = std::time::Instant::now();
     tokio::spawn(async move {
-        let tx = pool.begin().await;
+        // A pooled connection the database closed since its last use (it
+        // restarted) fails at its first statement, BEGIN: nothing has happened
+        // yet, so another connection is tried. The pool drops the dead one.
+        let mut tx = pool.begin().await;
+        for _ in 0..3 {
+            match &tx {
+                Err(e) if unreachable(e) && !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+                    tx = pool.begin().await;
+                }
+                _ => break,
+            }
+        }
         crate::telemetry::pool_wait(asked.elapsed());
         tx
     })
@@ -369,4 +380,16 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<&str> {
 /// (SQLSTATE 57014, `query_canceled`).
 pub fn timed_out(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
+/// Whether `err` means the database is not there (down, restarting, its
+/// connection gone) rather than that the request was wrong: I/O and protocol
+/// failures, no connection within the pool's timeout, and SQLSTATE class 57P
+/// (shutdown, crash shutdown, cannot connect now) and 08 (connection exceptions).
+pub fn unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
 }

@@ -138,6 +138,10 @@ impl From<sqlx::Error> for AppError {
             tracing::warn!("a statement ran past its statement_timeout and was cancelled");
             return AppError::TimedOut("The query took too long; narrow the date range or the filters");
         }
+        if crate::db::unreachable(&e) {
+            tracing::error!(error = %e, "the database is unavailable");
+            return AppError::Unavailable;
+        }
         AppError::Internal(e.into())
     }
 }
