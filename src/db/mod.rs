@@ -240,8 +240,9 @@ async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Er
         // A pooled connection the database closed since its last use (it
         // restarted) fails at its first statement, BEGIN: nothing has happened
         // yet, so another connection is tried. The pool drops the dead one.
+        // Every idle connection may be such a one: try past all of them.
         let mut tx = pool.begin().await;
-        for _ in 0..3 {
+        for _ in 0..pool.options().get_max_connections() {
             match &tx {
                 Err(e) if unreachable(e) && !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
                     tx = pool.begin().await;
