@@ -110,7 +110,8 @@ async fn assert_invariants(fleet: &Fleet, admin: &Client, acked: &Acked, postgre
     let evidence =
         Evidence { reader: admin, acknowledged: &uploads, storage: &storage, postgres_log, verified: &acked.verified };
     let broken = invariants::check(&mut db, &evidence, || fleet.audit_verify()).await;
-    assert!(broken.is_empty(), "after {after}: {broken:#?}");
+    let errors: Vec<String> = fleet.log_text(0).lines().filter(|l| l.contains("\"ERROR\"")).map(String::from).collect();
+    assert!(broken.is_empty(), "after {after}: {broken:#?}\nthe server's errors: {errors:#?}");
 }
 
 /// The shared test cluster's log (tests on `DATABASE_URL` have none to read).
