@@ -244,7 +244,7 @@ async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Er
         let mut tx = pool.begin().await;
         for _ in 0..pool.options().get_max_connections() {
             match &tx {
-                Err(e) if unreachable(e) && !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+                Err(e) if unreachable(e) && !matches!(e, sqlx::Error::PoolTimedOut) => {
                     tx = pool.begin().await;
                 }
                 _ => break,
@@ -389,7 +389,8 @@ pub fn timed_out(err: &sqlx::Error) -> bool {
 /// (shutdown, crash shutdown, cannot connect now) and 08 (connection exceptions).
 pub fn unreachable(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        // A closed pool is this server's own state (shutting down): not this.
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
         _ => false,
     }
