@@ -12,12 +12,7 @@ use reqwest::StatusCode;
 use uuid::Uuid;
 
 async fn object_path(app: &TestApp, id: Uuid) -> PathBuf {
-    let key: String = sqlx::query_scalar("SELECT object_key FROM files WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut app.owner_conn().await)
-        .await
-        .unwrap();
-    app.storage_dir().join(key)
+    app.storage_dir().join(object_key(app, id).await)
 }
 
 async fn file_rows(app: &TestApp) -> i64 {
@@ -362,4 +357,85 @@ async fn an_upload_whose_session_ends_while_it_streams_is_refused_where_it_would
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(objects(&app).is_empty(), "{:?}", objects(&app));
+}
+
+/// The object key of document `id`.
+async fn object_key(app: &TestApp, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT object_key FROM files WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut app.owner_conn().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_upload_whose_commit_answered_an_error_but_landed_keeps_its_object() {
+    // The commit of an upload's row reached the database, and then the
+    // connection broke before its answer (the database stopped): the upload
+    // sees an error and removes what it stored. The row is there, so the
+    // object must stay.
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let id = staff.upload_ok("landed.txt", b"acknowledged after all", None).await;
+    let key = object_key(&app, id).await;
+    fortifile::files::pending::remove(&app.state, app.default_tenant, &key).await;
+    assert!(app.storage_dir().join(&key).exists(), "the object of a committed row was removed");
+    let download = staff.download(id).await;
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(download.bytes().await.unwrap().as_ref(), b"acknowledged after all");
+}
+
+#[tokio::test]
+async fn removing_an_uploads_object_waits_for_the_transaction_that_may_still_commit_its_row() {
+    // An upload's own transaction can still be open on a connection the server
+    // gave up on; its commit may come after the upload decided to clean up.
+    let app = TestApp::spawn().await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    let first = staff.upload_ok("first.txt", b"first", None).await;
+    let key = format!("{}/{}", app.default_tenant, Uuid::new_v4());
+    let object = app.storage_dir().join(&key);
+    std::fs::copy(object_path(&app, first).await, &object).unwrap();
+    let mut owner = app.owner_conn().await;
+    sqlx::query("INSERT INTO pending_objects (tenant_id, object_key, purpose, since) VALUES ($1, $2, 'upload', $3)")
+        .bind(app.default_tenant)
+        .bind(&key)
+        .bind(app.clock.now())
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    // The upload's transaction: its record claimed, its row inserted, not yet committed.
+    let mut upload = sqlx::Connection::begin(&mut owner).await.unwrap();
+    sqlx::query("DELETE FROM pending_objects WHERE object_key = $1").bind(&key).execute(&mut *upload).await.unwrap();
+    sqlx::query(
+        "INSERT INTO files (id, tenant_id, owner_id, department_id, classification_id, name, size, content_type, \
+                            sha256, object_key, key_id, wrapped_key, created_at) \
+         SELECT $2, tenant_id, owner_id, department_id, classification_id, 'second.txt', size, content_type, \
+                sha256, $3, key_id, wrapped_key, created_at FROM files WHERE id = $1",
+    )
+    .bind(first)
+    .bind(Uuid::new_v4())
+    .bind(&key)
+    .execute(&mut *upload)
+    .await
+    .unwrap();
+    let state = app.state.clone();
+    let (tenant, removing_key) = (app.default_tenant, key.clone());
+    let removing = tokio::spawn(async move { fortifile::files::pending::remove(&state, tenant, &removing_key).await });
+    // The removal waits on the upload's lock (or, unfixed, is already done).
+    let mut watcher = app.owner_conn().await;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting > 0 || removing.is_finished() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    upload.commit().await.unwrap();
+    removing.await.unwrap();
+    assert!(object.exists(), "the object of a row that committed meanwhile was removed");
 }

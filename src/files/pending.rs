@@ -94,12 +94,31 @@ fn outlived() -> AppError {
     AppError::Internal(anyhow::anyhow!("an upload outlived its in-flight record and its object was swept"))
 }
 
-/// Removes the object `key` (with any local staging parts) and then its record.
-/// A failure is logged and left to the sweep.
+/// Removes the object `key` (with any local staging parts) and then its
+/// record, unless a `files` row references it. The failed upload that calls
+/// this cannot know that its row did not commit: a commit can land and its
+/// answer be lost (the connection broke, the database stopped), and then the
+/// row and its object stay. So the database decides, not the error: the record
+/// is locked first, which waits out the upload's own transaction if it is
+/// still open somewhere, and only then is the `files` row looked for, in a
+/// statement that sees that transaction's outcome. Nothing is removed before
+/// the database has answered; a failure is logged and left to the sweep.
 pub async fn remove(state: &AppState, tenant: Uuid, key: &str) {
     let removed = async {
-        state.files.storage.delete_with_staging(key).await?;
         let mut tx = state.db.tenant_tx(tenant, None).await?;
+        sqlx::query("SELECT 1 FROM pending_objects WHERE object_key = $1 FOR UPDATE")
+            .bind(key)
+            .fetch_optional(tx.conn())
+            .await?;
+        let referenced: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM files WHERE object_key = $1)")
+            .bind(key)
+            .fetch_one(tx.conn())
+            .await?;
+        if referenced {
+            tracing::info!("an upload that answered an error had committed its row; its object stays");
+        } else {
+            state.files.storage.delete_with_staging(key).await?;
+        }
         settle(&mut tx, key).await?;
         tx.commit().await?;
         Ok::<_, anyhow::Error>(())
