@@ -3,7 +3,7 @@
 bench/run turns on log_statement (with log_line_prefix '@%p| ') for a moment,
 makes one request, and hands the new part of the log to transaction_from_log,
 which returns that request's transaction (BEGIN .. COMMIT of the backend that
-ran fortifile_open_request) as a pgbench script, each bound parameter put back
+ran fortifile_open_request, to its ROLLBACK for a read) as a pgbench script, each bound parameter put back
 as the literal the log shows. Replayed by pgbench as the serving role on the
 same cluster, it is the database's share of the request with no server around it.
 """
@@ -54,7 +54,8 @@ def transaction_from_log(text):
     mine = [executed[i][1] for i in positions]
     at = positions.index(opening)
     begin = max((i for i in range(at + 1) if mine[i].upper() == "BEGIN"), default=None)
-    end = next((i for i in range(at, len(mine)) if mine[i].upper() == "COMMIT"), None)
+    # A read ends with ROLLBACK (sent with the pool's release check), a write with COMMIT.
+    end = next((i for i in range(at, len(mine)) if mine[i].upper() in ("COMMIT", "ROLLBACK")), None)
     if begin is None or end is None:
         raise ValueError("the request's transaction is not complete in the log")
     return "".join(sql + ";\n" for sql in mine[begin:end + 1])

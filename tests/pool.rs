@@ -1,7 +1,7 @@
 //! The connection pool under cancellation: a request whose client goes away
 //! while its transaction is beginning must not hand an open transaction to the
 //! next request that borrows the connection (sqlx 0.9.0's `Pool::begin` does:
-//! transact-rs/sqlx#4393).
+//! transact-rs/sqlx#4393). And how a request ends its transaction on it.
 
 mod common;
 
@@ -14,6 +14,7 @@ use std::{
 
 use common::TestApp;
 use fortifile::db::Database;
+use reqwest::StatusCode;
 
 /// Polls `fut` `polls` times, pausing between polls so that the statement it
 /// sent can reach the server, then drops it unfinished. Whether it finished.
@@ -58,4 +59,67 @@ async fn a_transaction_abandoned_while_it_begins_never_leaks_into_the_next_borro
     }
     assert!(abandoned > 0, "no BEGIN was abandoned mid-flight; the test proves nothing");
     assert_eq!(leaked, 0, "{leaked} of {abandoned} abandoned BEGINs left their transaction open on the connection");
+}
+
+/// What the server's one pooled connection last ran, once it is back in the
+/// pool (idle, the release check answered).
+async fn last_statement_of_the_pool(app: &TestApp) -> String {
+    let mut watcher = app.owner_conn().await;
+    loop {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT state, query FROM pg_stat_activity \
+              WHERE datname = current_database() AND usename = 'fortifile_app'",
+        )
+        .fetch_optional(&mut watcher)
+        .await
+        .unwrap();
+        if let Some((state, query)) = row
+            && state == "idle"
+        {
+            return query;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_read_that_needs_only_the_session_sends_no_commit_and_a_write_still_commits() {
+    let app = TestApp::spawn_with_pool(1, |_, _| {}).await;
+    let staff = app.signed_in_as("carol", "staff", "public").await;
+    staff.upload_ok("kept.txt", b"kept", None).await;
+    assert_eq!(last_statement_of_the_pool(&app).await, "COMMIT", "an upload commits its row");
+    // `/me` reads the session and writes nothing: BEGIN and one statement,
+    // then a rollback that goes out with the pool's release check.
+    let (status, me) = staff.get("/me").await;
+    assert_eq!((status, me["user"]["username"].as_str()), (StatusCode::OK, Some("carol")));
+    assert_eq!(last_statement_of_the_pool(&app).await, "ROLLBACK");
+    // The next write on the same connection is not inside anything left open.
+    staff.upload_ok("also.txt", b"also", None).await;
+    assert_eq!(last_statement_of_the_pool(&app).await, "COMMIT");
+    let files: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM files").fetch_one(&mut app.owner_conn().await).await.unwrap();
+    assert_eq!(files, 2);
+}
+
+#[tokio::test]
+async fn ending_a_transaction_that_wrote_as_read_only_is_caught_in_every_test_build() {
+    let app = TestApp::spawn().await;
+    let mut tx = app.db.tenant_tx(app.default_tenant, None).await.unwrap();
+    sqlx::query("INSERT INTO pending_objects (tenant_id, object_key, purpose, since) VALUES ($1, $2, 'upload', now())")
+        .bind(app.default_tenant)
+        .bind(format!("{}/{}", app.default_tenant, uuid::Uuid::new_v4()))
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    let ended = tokio::spawn(tx.end_read_only()).await;
+    assert!(ended.is_err_and(|e| e.is_panic()), "a write would have been rolled back silently");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_objects")
+        .fetch_one(&mut app.owner_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0, "and nothing of it committed");
+    // A transaction that only read ends quietly.
+    let mut tx = app.db.tenant_tx(app.default_tenant, None).await.unwrap();
+    sqlx::query("SELECT count(*) FROM files").execute(tx.conn()).await.unwrap();
+    tx.end_read_only().await.unwrap();
 }

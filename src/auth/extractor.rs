@@ -97,6 +97,9 @@ pub struct Opened {
     pub who: Authenticated,
     pub subject: Subject,
     pub me: Me,
+    /// Whether opening wrote in `tx` (an API key's last use): then it must
+    /// commit even if the handler never takes it.
+    pub wrote: bool,
 }
 
 /// Opens the request's transaction and finds its live session. Without one
@@ -146,7 +149,7 @@ fn opened(tx: TenantTx, who: Authenticated, subject: Subject, p: Profile) -> Ope
         department_id: p.department_id,
         clearance_rank: p.clearance_rank,
     };
-    Opened { tx, who, subject, me: Me(Arc::new(me)) }
+    Opened { tx, who, subject, me: Me(Arc::new(me)), wrote: false }
 }
 
 /// What the first statement of a request made with an API key returns (migration 0008).
@@ -197,7 +200,8 @@ pub async fn open_key(state: &AppState, key: &str, source: &Source) -> Result<Op
         return Err(AppError::Unauthorized);
     };
     // Its last use is written at most once a minute, by whichever request gets the row first.
-    if row.last_used_at.is_none_or(|at| now - at >= Duration::from_secs(60)) {
+    let touch = row.last_used_at.is_none_or(|at| now - at >= Duration::from_secs(60));
+    if touch {
         sqlx::query(
             "UPDATE api_keys SET last_used_at = $2 \
               WHERE id = (SELECT id FROM api_keys WHERE id = $1 FOR UPDATE SKIP LOCKED)",
@@ -219,7 +223,7 @@ pub async fn open_key(state: &AppState, key: &str, source: &Source) -> Result<Op
     let p = &row.profile;
     let subject = Subject::new(&who, p.department_id, p.clearance.clone(), p.clearance_rank, &p.grants)
         .through_key(row.key_id, row.key_permissions.as_deref());
-    Ok(opened(tx, who, subject, row.profile))
+    Ok(Opened { wrote: touch, ..opened(tx, who, subject, row.profile) })
 }
 
 /// The request's transaction and its live session: 401 without one (none,

@@ -168,7 +168,7 @@ pub struct MfaSummary {
 }
 
 /// `GET /me`: everything comes from the request's first statement (the guard
-/// commits its transaction), so this is one round trip to the database.
+/// ends its transaction), so this is `BEGIN` and one statement.
 pub async fn me(who: Authenticated, Me(me): Me) -> Result<Response, AppError> {
     let mfa = MfaSummary {
         methods: who.mfa.methods.clone(),

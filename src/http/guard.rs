@@ -8,7 +8,11 @@
 //! with the 403); claims the request's `Idempotency-Key` on a create; and hands
 //! the open transaction to the handler ([`Tx`]), which does its reads and
 //! writes in it and commits it. A handler that needs no more than the session
-//! (`/me`) leaves it to the guard, which commits after it. Streamed routes
+//! (`/me`) leaves it to the guard, which ends it after the handler: with a
+//! commit if the guard wrote in it (an API key's last use, an idempotency
+//! claim), otherwise with a rollback that travels with the pool's release
+//! check, so such a read is two round trips (`BEGIN`, the first statement).
+//! Streamed routes
 //! (uploads) get the decision but not the transaction: they decide again in
 //! each transaction of their own.
 
@@ -124,7 +128,7 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         Credential::Cookie(cookie) => open(state, cookie, &source).await,
         Credential::Key(key) => open_key(state, key, &source).await,
     };
-    let Opened { mut tx, who, subject, me } = match opening {
+    let Opened { mut tx, who, subject, me, mut wrote } = match opening {
         Ok(opened) => opened,
         Err(AppError::Unauthorized) => return unauthenticated(&guard, &parts),
         Err(e) => return e.into_response(),
@@ -213,7 +217,7 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
     } else {
         if let (Some(key), Some(bytes)) = (&idempotency, &bytes) {
             match key.claim(&mut tx, state, bytes).await {
-                Ok(None) => {}
+                Ok(None) => wrote = true,
                 Ok(Some(answer)) => {
                     return match tx.commit().await {
                         Ok(()) => answer,
@@ -230,12 +234,21 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
     let state = state.clone();
     let run = async move {
         let response = next.run(Request::from_parts(parts, body)).await;
-        // The handler did not take the transaction: what the guard did commits.
+        // The handler did not take the transaction: what the guard wrote
+        // commits; a transaction that only read ends without a round trip.
         let left = slot.and_then(|slot| slot.0.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(tx) = left
-            && let Err(e) = tx.commit().await
-        {
-            tracing::warn!(error = %e, "could not commit the request's transaction");
+        match left {
+            Some(tx) if wrote => {
+                if let Err(e) = tx.commit().await {
+                    tracing::warn!(error = %e, "could not commit the request's transaction");
+                }
+            }
+            Some(tx) => {
+                if let Err(e) = tx.end_read_only().await {
+                    tracing::warn!(error = %e, "could not end the request's transaction");
+                }
+            }
+            None => {}
         }
         match &idempotency {
             Some(key) => key.record(&state, tenant, response).await,

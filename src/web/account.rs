@@ -70,12 +70,13 @@ pub async fn page(
     Tx(mut tx): Tx,
     query: Result<ApiQuery<Outcome>, AppError>,
 ) -> Result<Response, AppError> {
+    // Both only read: the transaction ends without a round trip of its own.
     if !accepts(&headers, "text/html") {
-        tx.commit().await?;
+        tx.end_read_only().await?;
         return handlers::me(who, me).await;
     }
     let sessions = own::sessions(&mut tx, who.user_id, Some(who.session_id), state.clock.now()).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     let (notice, error) = messages(&query.map(|ApiQuery(q)| q).unwrap_or_default());
     let nav = Nav::plain(&me, &who);
     Ok(render(&AccountPage { nav, user: (*me.0).clone(), sessions, notice, error }))

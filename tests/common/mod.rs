@@ -204,6 +204,14 @@ impl TestApp {
     /// Starts a server on a fresh database; `configure` adjusts the
     /// configuration, knowing the address the server will listen on.
     pub async fn spawn_with_addr(configure: impl FnOnce(&mut Config, std::net::SocketAddr)) -> TestApp {
+        Self::spawn_with_pool(5, configure).await
+    }
+
+    /// Starts a server whose database pool holds `connections` connections.
+    pub async fn spawn_with_pool(
+        connections: u32,
+        configure: impl FnOnce(&mut Config, std::net::SocketAddr),
+    ) -> TestApp {
         let cluster = cluster();
         let db_name = format!("ft_{}_{}", std::process::id(), Uuid::new_v4().simple());
         let mut admin = PgConnection::connect_with(&cluster.admin.clone().database("postgres")).await.unwrap();
@@ -211,7 +219,7 @@ impl TestApp {
         admin.close().await.ok();
 
         let owner = cluster.admin.clone().database(&db_name);
-        let db = Database::connect(owner.clone().username("fortifile_app"), 5).await.unwrap();
+        let db = Database::connect(owner.clone().username("fortifile_app"), connections).await.unwrap();
         setup::verify_least_privilege(&db).await.expect("least privilege");
         let default_tenant = db.tenant_by_slug("default").await.unwrap().unwrap().id;
 
