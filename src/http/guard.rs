@@ -7,12 +7,12 @@
 //! decides the route's permission there (a refusal is `rbac.denied`, committed
 //! with the 403); claims the request's `Idempotency-Key` on a create; and hands
 //! the open transaction to the handler ([`Tx`]), which does its reads and
-//! writes in it and commits it. A handler that needs no more than the session
-//! (`/me`) leaves it to the guard, which ends it after the handler: with a
-//! commit if the guard wrote in it (an API key's last use, an idempotency
-//! claim), otherwise with a rollback that travels with the pool's release
-//! check, so such a read is two round trips (`BEGIN`, the first statement).
-//! Streamed routes
+//! writes in it and commits it, or, if all it did was read, ends it with
+//! `TenantTx::end_read_only` (a rollback that travels with the pool's release
+//! check, so `/me` is two round trips: `BEGIN`, the first statement). A
+//! handler that never takes it leaves it to the guard, which ends it after the
+//! handler: with a commit if the guard wrote in it (an API key's last use, an
+//! idempotency claim), otherwise as a read. Streamed routes
 //! (uploads) get the decision but not the transaction: they decide again in
 //! each transaction of their own.
 
