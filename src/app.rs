@@ -235,7 +235,6 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(from_fn_with_state(state.clone(), ratelimit::limit))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
-        .layer(from_fn_with_state(state.clone(), middleware::close_when_draining))
         .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("a handler panicked")).into_response()))
         .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {

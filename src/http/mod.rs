@@ -26,9 +26,21 @@ use crate::{
 };
 pub use routes::{Access, RouteRule, Routes};
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Shared`], so that the layers
+/// and extractors that take the state per request copy one pointer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The server's state, built once by [`AppState::new`].
+pub struct Shared {
     pub db: Database,
     pub config: Arc<Config>,
     pub passwords: Passwords,
@@ -84,7 +96,7 @@ impl AppState {
         let limits = ratelimit::RateLimits::new(config.rate_limit, config.anon_rate_limit, clock.clone());
         let files_master_device_key = files.master.derive(crate::auth::lockout::DEVICE_PURPOSE);
         let fingerprints = idempotency::Fingerprints::new(&files.master.derive(idempotency::PURPOSE));
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             db,
             config: Arc::new(config),
             passwords,
@@ -97,6 +109,6 @@ impl AppState {
             fingerprints,
             audit_key: Arc::new(audit_key),
             readiness: Readiness::default(),
-        })
+        })))
     }
 }
