@@ -276,3 +276,17 @@ async fn a_key_sent_with_a_malformed_session_cookie_or_a_csrf_token_is_refused_n
     // The key alone works.
     assert_eq!(program.get("/api/files").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_keys_last_use_is_kept_by_a_read_that_ends_its_transaction_without_a_commit_of_its_own() {
+    // GET /api/files writes nothing and ends its transaction as a read; the
+    // key's last use, written when the request opened, must still commit.
+    let app = TestApp::spawn().await;
+    let ana = app.signed_in_as("ana", "student", "public").await;
+    let (program, shown) = key(&app, &ana, json!({ "name": "sync" })).await;
+    assert!(shown["lastUsedAt"].is_null(), "{shown}");
+    assert_eq!(program.get("/api/files").await.0, StatusCode::OK);
+    let (status, keys) = ana.get("/me/api-keys").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(keys["apiKeys"][0]["lastUsedAt"].is_string(), "the first use is recorded: {keys}");
+}

@@ -83,7 +83,7 @@ async fn last_statement_of_the_pool(app: &TestApp) -> String {
 }
 
 #[tokio::test]
-async fn a_read_that_needs_only_the_session_sends_no_commit_and_a_write_still_commits() {
+async fn a_read_sends_no_commit_and_a_write_still_commits() {
     let app = TestApp::spawn_with_pool(1, |_, _| {}).await;
     let staff = app.signed_in_as("carol", "staff", "public").await;
     staff.upload_ok("kept.txt", b"kept", None).await;
@@ -92,6 +92,10 @@ async fn a_read_that_needs_only_the_session_sends_no_commit_and_a_write_still_co
     // then a rollback that goes out with the pool's release check.
     let (status, me) = staff.get("/me").await;
     assert_eq!((status, me["user"]["username"].as_str()), (StatusCode::OK, Some("carol")));
+    assert_eq!(last_statement_of_the_pool(&app).await, "ROLLBACK");
+    // So does a guarded read: the guard's decision and the list, then the rollback.
+    let (status, list) = staff.get("/api/files").await;
+    assert_eq!((status, list["files"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
     assert_eq!(last_statement_of_the_pool(&app).await, "ROLLBACK");
     // The next write on the same connection is not inside anything left open.
     staff.upload_ok("also.txt", b"also", None).await;

@@ -31,7 +31,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Answer {
     let (approvals, next) = super::list(&s, &mut tx, who.user_id, &q).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(axum::Json(serde_json::json!({ "approvals": approvals, "nextCursor": next })).into_response())
 }
 

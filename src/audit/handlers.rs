@@ -34,7 +34,7 @@ pub async fn list(
     ApiQuery(filter): ApiQuery<query::LogFilter>,
 ) -> Answer {
     let (logs, next) = query::list(&s, &permit, &mut tx, &filter).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(Json(json!({ "logs": logs, "nextCursor": next })).into_response())
 }
 
@@ -86,7 +86,7 @@ pub async fn checkpoints(State(s): State<AppState>, Tx(mut tx): Tx, ApiQuery(q):
         return Err(crate::http::error::AppError::invalid("limit", "must be between 1 and 1000"));
     }
     let list = checkpoint::list(&mut tx, q.before, limit).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(Json(json!({
         "checkpoints": list,
         "keyId": s.audit_key.id(),

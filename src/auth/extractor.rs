@@ -97,9 +97,6 @@ pub struct Opened {
     pub who: Authenticated,
     pub subject: Subject,
     pub me: Me,
-    /// Whether opening wrote in `tx` (an API key's last use): then it must
-    /// commit even if the handler never takes it.
-    pub wrote: bool,
 }
 
 /// Opens the request's transaction and finds its live session. Without one
@@ -149,7 +146,7 @@ fn opened(tx: TenantTx, who: Authenticated, subject: Subject, p: Profile) -> Ope
         department_id: p.department_id,
         clearance_rank: p.clearance_rank,
     };
-    Opened { tx, who, subject, me: Me(Arc::new(me)), wrote: false }
+    Opened { tx, who, subject, me: Me(Arc::new(me)) }
 }
 
 /// What the first statement of a request made with an API key returns (migration 0008).
@@ -210,6 +207,7 @@ pub async fn open_key(state: &AppState, key: &str, source: &Source) -> Result<Op
         .bind(now)
         .execute(tx.conn())
         .await?;
+        tx.opened_with_write();
     }
     tx.through_key(row.key_id);
     let who = Authenticated {
@@ -223,7 +221,7 @@ pub async fn open_key(state: &AppState, key: &str, source: &Source) -> Result<Op
     let p = &row.profile;
     let subject = Subject::new(&who, p.department_id, p.clearance.clone(), p.clearance_rank, &p.grants)
         .through_key(row.key_id, row.key_permissions.as_deref());
-    Ok(Opened { wrote: touch, ..opened(tx, who, subject, row.profile) })
+    Ok(opened(tx, who, subject, row.profile))
 }
 
 /// The request's transaction and its live session: 401 without one (none,

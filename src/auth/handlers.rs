@@ -87,7 +87,7 @@ pub async fn change_password(
 /// `GET /me/sessions`.
 pub async fn sessions(State(state): State<AppState>, who: Authenticated, Tx(mut tx): Tx) -> Result<Response, AppError> {
     let list = own::sessions(&mut tx, who.user_id, Some(who.session_id), state.clock.now()).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(Json(json!({ "sessions": list })).into_response())
 }
 
@@ -129,7 +129,7 @@ pub async fn create_api_key(
 /// `GET /me/api-keys`.
 pub async fn api_keys(who: Authenticated, Tx(mut tx): Tx) -> Result<Response, AppError> {
     let keys = apikeys::list(&mut tx, who.user_id).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(Json(json!({ "apiKeys": keys })).into_response())
 }
 

@@ -83,7 +83,7 @@ impl Database {
             .bind(actor_text)
             .execute(&mut *tx)
             .await?;
-        Ok(TenantTx { tx, tenant, actor, api_key: None, approval: None, attempt: false, log_reading: false })
+        Ok(TenantTx::new(tx, tenant, actor))
     }
 
     /// Opens a request's transaction in one round trip after `BEGIN`: the
@@ -132,7 +132,7 @@ impl Database {
         let mut tx = begin(&self.pool).await?;
         let row: Option<R> = sqlx::query_as(sql).bind(tenant).bind(hash).bind(now).fetch_optional(&mut *tx).await?;
         let actor = row.as_ref().map(&user_of);
-        Ok((TenantTx { tx, tenant, actor, api_key: None, approval: None, attempt: false, log_reading: false }, row))
+        Ok((TenantTx::new(tx, tenant, actor), row))
     }
 
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
@@ -272,9 +272,24 @@ pub struct TenantTx {
     attempt: bool,
     /// Whether [`TenantTx::for_log_reading`] ran.
     log_reading: bool,
+    /// Whether opening the request wrote in it ([`TenantTx::opened_with_write`]).
+    opened_with_write: bool,
 }
 
 impl TenantTx {
+    fn new(tx: Transaction<'static, Postgres>, tenant: Uuid, actor: Option<Uuid>) -> TenantTx {
+        TenantTx {
+            tx,
+            tenant,
+            actor,
+            api_key: None,
+            approval: None,
+            attempt: false,
+            log_reading: false,
+            opened_with_write: false,
+        }
+    }
+
     pub fn tenant_id(&self) -> Uuid {
         self.tenant
     }
@@ -347,15 +362,26 @@ impl TenantTx {
         &mut self.tx
     }
 
-    /// Ends a transaction that wrote nothing, which is what its commit would
-    /// have done, without waiting for the database: it rolls back, and sqlx
-    /// sends the `ROLLBACK` together with the check it makes when the
-    /// connection goes back to the pool, so a read costs no round trip for its
-    /// end. Only for a transaction its caller knows wrote (and locked) nothing:
-    /// anything written is undone. Debug builds, which every test runs, ask
-    /// the database first and panic if the transaction has a transaction id,
-    /// which any write or row lock takes.
+    /// Marks that opening the request wrote in this transaction (an API key's
+    /// last use, an idempotency claim), so that [`TenantTx::end_read_only`]
+    /// commits it.
+    pub fn opened_with_write(&mut self) {
+        self.opened_with_write = true;
+    }
+
+    /// Ends a transaction in which its caller wrote nothing. What opening the
+    /// request wrote in it ([`TenantTx::opened_with_write`]) commits. Otherwise
+    /// it rolls back, which is what its commit would have done, without waiting
+    /// for the database: sqlx sends the `ROLLBACK` together with the check it
+    /// makes when the connection goes back to the pool, so a read costs no
+    /// round trip for its end. Only for a caller that knows it wrote (and
+    /// locked) nothing: anything it wrote is undone. Debug builds, which every
+    /// test runs, ask the database first and panic if the transaction has a
+    /// transaction id, which any write or row lock takes.
     pub async fn end_read_only(mut self) -> Result<(), sqlx::Error> {
+        if self.opened_with_write {
+            return self.commit().await;
+        }
         if cfg!(debug_assertions) {
             let wrote: bool =
                 sqlx::query_scalar("SELECT txid_current_if_assigned() IS NOT NULL").fetch_one(&mut *self.tx).await?;

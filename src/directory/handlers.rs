@@ -28,7 +28,7 @@ pub async fn list_users(
     ApiQuery(q): ApiQuery<users::ListQuery>,
 ) -> Answer {
     let (list, next) = users::list(&s, &permit, &mut tx, q).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(Json(json!({ "users": list, "nextCursor": next })).into_response())
 }
 

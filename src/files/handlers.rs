@@ -50,7 +50,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Answer {
     let (files, next) = manage::list(&s, &permit, &mut tx, q).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(Json(json!({ "files": files, "nextCursor": next })).into_response())
 }
 

@@ -68,7 +68,7 @@ pub async fn get(
 ) -> Result<FileView, AppError> {
     let (mut tx, _) = decided(state, permit, source, tx, id, FileOp::View).await?;
     let view = catalog::view(&mut tx, id).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(view)
 }
 

@@ -9,10 +9,10 @@
 //! the open transaction to the handler ([`Tx`]), which does its reads and
 //! writes in it and commits it, or, if all it did was read, ends it with
 //! `TenantTx::end_read_only` (a rollback that travels with the pool's release
-//! check, so `/me` is two round trips: `BEGIN`, the first statement). A
-//! handler that never takes it leaves it to the guard, which ends it after the
-//! handler: with a commit if the guard wrote in it (an API key's last use, an
-//! idempotency claim), otherwise as a read. Streamed routes
+//! check, so `/me` is two round trips: `BEGIN`, the first statement; what the
+//! guard wrote in it, an API key's last use or an idempotency claim, commits
+//! instead). A handler that never takes it leaves it to the guard, which ends
+//! it the same way after the handler. Streamed routes
 //! (uploads) get the decision but not the transaction: they decide again in
 //! each transaction of their own.
 
@@ -128,7 +128,7 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         Credential::Cookie(cookie) => open(state, cookie, &source).await,
         Credential::Key(key) => open_key(state, key, &source).await,
     };
-    let Opened { mut tx, who, subject, me, mut wrote } = match opening {
+    let Opened { mut tx, who, subject, me } = match opening {
         Ok(opened) => opened,
         Err(AppError::Unauthorized) => return unauthenticated(&guard, &parts),
         Err(e) => return e.into_response(),
@@ -217,7 +217,7 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
     } else {
         if let (Some(key), Some(bytes)) = (&idempotency, &bytes) {
             match key.claim(&mut tx, state, bytes).await {
-                Ok(None) => wrote = true,
+                Ok(None) => tx.opened_with_write(),
                 Ok(Some(answer)) => {
                     return match tx.commit().await {
                         Ok(()) => answer,
@@ -237,18 +237,10 @@ async fn enforce(State(guard): State<Guard>, req: Request, next: Next) -> Respon
         // The handler did not take the transaction: what the guard wrote
         // commits; a transaction that only read ends without a round trip.
         let left = slot.and_then(|slot| slot.0.lock().unwrap_or_else(|e| e.into_inner()).take());
-        match left {
-            Some(tx) if wrote => {
-                if let Err(e) = tx.commit().await {
-                    tracing::warn!(error = %e, "could not commit the request's transaction");
-                }
-            }
-            Some(tx) => {
-                if let Err(e) = tx.end_read_only().await {
-                    tracing::warn!(error = %e, "could not end the request's transaction");
-                }
-            }
-            None => {}
+        if let Some(tx) = left
+            && let Err(e) = tx.end_read_only().await
+        {
+            tracing::warn!(error = %e, "could not end the request's transaction");
         }
         match &idempotency {
             Some(key) => key.record(&state, tenant, response).await,

@@ -62,7 +62,7 @@ pub async fn get(ClientSource(src): ClientSource, permit: Permit, Tx(tx): Tx, Ap
 
 pub async fn list(permit: Permit, Tx(mut tx): Tx, ApiQuery(q): ApiQuery<ListQuery>) -> Answer {
     let (incidents, next) = super::list(&permit, &mut tx, q).await?;
-    tx.commit().await?;
+    tx.end_read_only().await?;
     Ok(Json(json!({ "incidents": incidents, "nextCursor": next })).into_response())
 }
 
