@@ -112,12 +112,17 @@ def slack(target, rates, costs):
     return [1e6 / (target * r) - c for r, c in zip(rates, costs)]
 
 
-def rss_mib(pid):
+def status_mib(pid, field):
+    """A size from /proc/<pid>/status (VmRSS, VmHWM), MiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mib(pid):
+    return status_mib(pid, "VmRSS")
 
 
 def hwm_reset(pid):
@@ -126,11 +131,8 @@ def hwm_reset(pid):
 
 
 def hwm_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    """The peak RSS since the last hwm_reset, MiB."""
+    return status_mib(pid, "VmHWM")
 
 
 def timed(cmd, **kw):
